@@ -1,0 +1,78 @@
+"""Input checks that fail early, with one message naming the problem and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from .module._module import COUNT_LIKELIHOODS
+
+
+def check_setup_keys(adata: AnnData, layer: str | None, obs_keys: Iterable[str | None]) -> None:
+    """Raise a ``KeyError`` naming a missing layer or ``.obs`` column, before anything is written.
+
+    Also refuses AnnData views (which scvi-tools would silently copy) and categorical covariate
+    columns with missing values.
+    """
+    if adata.is_view:
+        raise ValueError(
+            "`adata` is a view; call `adata = adata.copy()` before `setup_anndata`, so that the "
+            "registration is stored on the object you keep."
+        )
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers)}); "
+            "pass `layer=None` to use adata.X."
+        )
+    for key in obs_keys:
+        if key is not None and key not in adata.obs:
+            raise KeyError(
+                f"Column {key!r} not found in adata.obs (available: {list(adata.obs.columns)})."
+            )
+
+
+def check_no_missing_values(adata: AnnData, obs_keys: Iterable[str | None]) -> None:
+    """Raise a ``ValueError`` if a covariate column of ``adata.obs`` has missing values."""
+    for key in obs_keys:
+        if key is not None and adata.obs[key].isna().any():
+            n_missing = int(adata.obs[key].isna().sum())
+            raise ValueError(
+                f"adata.obs[{key!r}] has {n_missing} missing values; fill them (for example "
+                f"with an explicit 'unknown' category) or drop those cells."
+            )
+
+
+def _values(matrix) -> np.ndarray:
+    return matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+
+
+def check_data_matrix(matrix, gene_likelihood: str) -> None:
+    """Raise a ``ValueError`` if ``matrix`` does not fit ``gene_likelihood``.
+
+    Non-numeric, NaN and Inf values are refused for every likelihood; count likelihoods need
+    non-negative integers and ``"bernoulli"`` needs values in ``[0, 1]``.
+    """
+    values = _values(matrix)
+    if not np.issubdtype(values.dtype, np.number):
+        raise ValueError(
+            f"The data matrix has dtype {values.dtype}; convert it to a numeric dtype "
+            "(for example float32) first."
+        )
+    if not np.isfinite(values).all():
+        raise ValueError("The data matrix contains NaN or Inf values; remove or impute them.")
+    if gene_likelihood in COUNT_LIKELIHOODS:
+        if (values < 0).any() or (values != np.round(values)).any():
+            raise ValueError(
+                f"gene_likelihood={gene_likelihood!r} needs raw counts (non-negative integers), "
+                "but the registered data are not; register the raw-count layer with "
+                "`setup_anndata(adata, layer='counts')`, or use gene_likelihood='normal' for "
+                "log-normalised data."
+            )
+    if gene_likelihood == "bernoulli" and ((values < 0).any() or (values > 1).any()):
+        raise ValueError(
+            "gene_likelihood='bernoulli' needs values in [0, 1]; rescale the data first "
+            "(for images, divide pixel intensities by 255)."
+        )

@@ -1,0 +1,5 @@
+"""AnnData-facing models."""
+
+from ._model import CGMDVAE
+
+__all__ = ["CGMDVAE"]

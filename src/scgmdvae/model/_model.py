@@ -1,0 +1,467 @@
+"""The AnnData-facing c*GMΔVÆ model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LabelsWithUnlabeledObsField,
+    LayerField,
+    NumericalJointObsField,
+    NumericalObsField,
+)
+from scvi.dataloaders import DataSplitter, SemiSupervisedDataSplitter
+from scvi.model._utils import get_max_epochs_heuristic, use_distributed_sampler
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
+from scvi.train._callbacks import SubSampleLabels
+
+from .._constants import RESULT_KEYS
+from .._validation import check_data_matrix, check_no_missing_values, check_setup_keys
+from ..module import CGMDVAEModule
+from ..module._module import COUNT_LIKELIHOODS, GeneLikelihood, MixtureWeights
+
+logger = logging.getLogger(__name__)
+
+
+def default_kl_warmup_epochs(max_epochs: int) -> int:
+    """KL warm-up length used when none is given: a quarter of training, at least one epoch."""
+    return max(1, max_epochs // 4)
+
+
+class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """c*GMΔVÆ: conditional Gaussian-mixture VAE with a Dirichlet prior on the mixture weights.
+
+    Clusters cells with a mixture of ``n_clusters`` Gaussians in the latent space ``z``, whose
+    means and variances are produced from a second latent variable ``w`` and the condition.
+    The condition (treatment, batch, technology) enters every network, so clusters are shared
+    across conditions. With labels registered, labelled cells supervise the mixture (label ``k``
+    is cluster ``k``) and the model transfers labels to unlabelled cells.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_clusters
+        Number of mixture components ``K``. Defaults to the number of known labels when labels
+        are registered, else 10. More clusters than labels are allowed: the extra ones are free.
+    n_latent
+        Dimension of the latent space ``z``.
+    n_latent_w
+        Dimension of the latent space ``w`` that generates the mixture's means and variances.
+    n_hidden
+        Width of the hidden layers of every network.
+    n_layers
+        Number of hidden layers of every network.
+    dropout_rate
+        Dropout rate of hidden layers.
+    dirichlet_alpha
+        Concentration of the symmetric Dirichlet prior on the mixture weights; values below 1
+        favour using few clusters, 1 is uniform over the simplex.
+    mixture_weights
+        ``"dirichlet"`` (default) or ``"uniform"`` for the plain GMVAE ablation.
+    gene_likelihood
+        ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"normal"`` for
+        log-normalised or other continuous data; ``"bernoulli"`` for data in ``[0, 1]``.
+    **module_kwargs
+        Further arguments of :class:`~scgmdvae.module.CGMDVAEModule`, for example the term
+        weights ``kl_z_weight``, ``kl_w_weight``, ``kl_y_weight``, ``kl_d_weight``,
+        ``classification_ratio`` or ``dispersion``.
+
+    Examples
+    --------
+    >>> scgmdvae.CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    >>> model = scgmdvae.CGMDVAE(adata, n_clusters=8)
+    >>> model.train()
+    >>> model.write_results(adata)
+    >>> sc.pp.neighbors(adata, use_rep="X_cgmdvae")
+    """
+
+    _module_cls = CGMDVAEModule
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_clusters: int | None = None,
+        n_latent: int = 10,
+        n_latent_w: int = 5,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dirichlet_alpha: float = 1.0,
+        mixture_weights: MixtureWeights = "dirichlet",
+        gene_likelihood: GeneLikelihood = "nb",
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        check_data_matrix(
+            self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), gene_likelihood
+        )
+        n_labels = len(self.label_names)
+        if n_clusters is None:
+            n_clusters = n_labels if n_labels > 0 else 10
+        if n_clusters < max(2, n_labels) or n_clusters > adata.n_obs:
+            raise ValueError(
+                f"n_clusters={n_clusters} must be at least 2, at least the number of known "
+                f"labels ({n_labels}) and at most the number of cells ({adata.n_obs})."
+            )
+        cat_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_clusters=n_clusters,
+            n_batch=self.summary_stats.n_batch,
+            n_cats_per_cov=list(cat_state.n_cats_per_key) if cat_state else None,
+            n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
+            n_labels=n_labels,
+            n_latent=n_latent,
+            n_latent_w=n_latent_w,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dirichlet_alpha=dirichlet_alpha,
+            mixture_weights=mixture_weights,
+            gene_likelihood=gene_likelihood,
+            use_size_factor_key=self.registry_["setup_args"]["size_factor_key"] is not None,
+            log_variational=gene_likelihood in COUNT_LIKELIHOODS,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"CGMDVAE model with n_clusters: {n_clusters}, n_labels: {n_labels}, n_latent: "
+            f"{n_latent}, n_latent_w: {n_latent_w}, n_hidden: {n_hidden}, n_layers: {n_layers}, "
+            f"dirichlet_alpha: {dirichlet_alpha}, mixture_weights: {mixture_weights}, "
+            f"gene_likelihood: {gene_likelihood}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        condition_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        labels_key: str | None = None,
+        unlabeled_category: str = "Unknown",
+        size_factor_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData with the model.
+
+        Works with dense, CSR and CSC matrices in ``X`` or a layer. Checks run before anything
+        is written, so a failed call leaves ``adata`` unchanged.
+
+        Parameters
+        ----------
+        adata
+            AnnData with cells in rows.
+        layer
+            Layer holding the data (raw counts for count likelihoods); ``None`` uses ``X``.
+        condition_key
+            ``.obs`` column of the condition (treatment, batch, technology). It is injected
+            into every network and can be extended with new categories by query mapping.
+        categorical_covariate_keys
+            Further categorical ``.obs`` columns injected into every network.
+        continuous_covariate_keys
+            Continuous ``.obs`` columns concatenated to every network's input.
+        labels_key
+            ``.obs`` column of known labels (cell types); cells whose label is
+            ``unlabeled_category`` or missing are unlabelled.
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells.
+        size_factor_key
+            ``.obs`` column of size factors to use instead of the observed library size.
+        **kwargs
+            Passed to :meth:`~scvi.data.AnnDataManager.register_fields`.
+        """
+        covariate_keys = [condition_key, *(categorical_covariate_keys or [])]
+        obs_keys = [
+            *covariate_keys,
+            *(continuous_covariate_keys or []),
+            labels_key,
+            size_factor_key,
+        ]
+        check_setup_keys(adata, layer, obs_keys)
+        check_no_missing_values(adata, [*covariate_keys, *(continuous_covariate_keys or [])])
+        if labels_key is not None and adata.obs[labels_key].isna().any():
+            logger.info(
+                "Missing values in adata.obs[%r] become %r.", labels_key, unlabeled_category
+            )
+            labels = adata.obs[labels_key].astype(object)
+            adata.obs[labels_key] = pd.Categorical(
+                labels.where(labels.notna(), unlabeled_category)
+            )
+        setup_method_args = cls._get_setup_method_args(**locals())
+        labels_field = (
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
+            if labels_key is not None
+            else CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
+        )
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, condition_key),
+            labels_field,
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Known label categories in code order (empty when no labels are registered)."""
+        if self.registry_["setup_args"]["labels_key"] is None:
+            return []
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        return [str(c) for c in state.categorical_mapping if c != state.unlabeled_category]
+
+    @property
+    def cluster_names(self) -> list[str]:
+        """Name of each mixture component: its label if it has one, else its index."""
+        labels = self.label_names
+        return labels + [str(k) for k in range(len(labels), self.module.n_clusters)]
+
+    def _has_labelled_cells(self) -> bool:
+        if not self.label_names:
+            return False
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
+        return bool((np.asarray(codes).ravel() < len(self.label_names)).any())
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        n_epochs_kl_warmup: int | None = None,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        n_samples_per_label: float | None = None,
+        datasplitter_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model with :class:`~scvi.train.Trainer`.
+
+        Without labels this is scVI's unsupervised training; with labelled cells it uses
+        :class:`~scvi.dataloaders.SemiSupervisedDataSplitter`, which adds a minibatch of
+        labelled cells to every step, and :class:`~scvi.train.SemiSupervisedTrainingPlan`,
+        which logs classification loss and accuracy. Each ELBO term is logged under its own
+        name (``kl_z_train``, ``kl_y_validation``, …) in :attr:`history`.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs; defaults to scVI's heuristic
+            (:func:`~scvi.model.get_max_epochs_heuristic`: 400 up to 20,000 cells, fewer above).
+        n_epochs_kl_warmup
+            Epochs over which the KL weight rises linearly from 0 to 1; defaults to a quarter
+            of ``max_epochs``.
+        lr
+            Learning rate of Adam.
+        batch_size
+            Minibatch size.
+        train_size, validation_size
+            Fractions of cells for training and validation (default 0.9 and the rest).
+        early_stopping
+            Stop when the validation ELBO stops improving (see :class:`~scvi.train.Trainer`).
+        accelerator, devices
+            Lightning accelerator and devices; ``"auto"`` uses a GPU when there is one.
+        n_samples_per_label
+            Labelled cells subsampled per label and epoch (semi-supervised only).
+        datasplitter_kwargs
+            Further arguments of the data splitter.
+        plan_kwargs
+            Further arguments of the training plan; they override the ones above.
+        **trainer_kwargs
+            Further arguments of :class:`~scvi.train.Trainer`.
+        """
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        if n_epochs_kl_warmup is None:
+            n_epochs_kl_warmup = default_kl_warmup_epochs(max_epochs)
+        plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
+        splitter_kwargs = {
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "batch_size": batch_size or settings.batch_size,
+            "distributed_sampler": use_distributed_sampler(trainer_kwargs.get("strategy")),
+            **(datasplitter_kwargs or {}),
+        }
+        if self._has_labelled_cells():
+            data_splitter = SemiSupervisedDataSplitter(
+                self.adata_manager, n_samples_per_label=n_samples_per_label, **splitter_kwargs
+            )
+            plan_kwargs.setdefault("classification_ratio", self.module.classification_ratio)
+            training_plan = SemiSupervisedTrainingPlan(
+                self.module, self.module.n_clusters, **plan_kwargs
+            )
+            trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), SubSampleLabels()]
+        else:
+            data_splitter = DataSplitter(self.adata_manager, **splitter_kwargs)
+            training_plan = TrainingPlan(self.module, **plan_kwargs)
+        trainer_kwargs.setdefault("early_stopping", early_stopping)
+        runner = TrainRunner(
+            self,
+            training_plan=training_plan,
+            data_splitter=data_splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        return runner()
+
+    @torch.inference_mode()
+    def _posterior_summaries(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One pass over the data: means of q(z|x,c), q(w|x,c) and q(y|z,c) at the mean of z."""
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        outputs: dict[str, list[torch.Tensor]] = {"z": [], "w": [], "cluster_probs": []}
+        for tensors in dataloader:
+            inference_inputs = self.module._get_inference_input(tensors)
+            inference = self.module.inference(**inference_inputs)
+            z_mean = inference["qz"].loc
+            logits = self.module.cluster_logits(
+                z_mean,
+                inference_inputs["batch_index"].to(z_mean.device),
+                *(
+                    None if v is None else v.to(z_mean.device)
+                    for v in (inference_inputs["cat_covs"], inference_inputs["cont_covs"])
+                ),
+            )
+            outputs["z"].append(z_mean.cpu())
+            outputs["w"].append(inference["qw"].loc.cpu())
+            outputs["cluster_probs"].append(torch.softmax(logits, dim=-1).cpu())
+        return {key: torch.cat(values).numpy() for key, values in outputs.items()}
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        representation: Literal["z", "w"] = "z",
+        give_mean: bool = True,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Return the latent representation ``z`` (for neighbours, UMAP) or ``w``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes; defaults to the one the model was built on.
+        indices
+            Cells to use; defaults to all.
+        representation
+            ``"z"``, the clustered latent space, or ``"w"``, the space that generates the
+            mixture components.
+        give_mean
+            Return posterior means; if ``False``, one sample of the posterior.
+        batch_size
+            Minibatch size for the forward pass.
+
+        Returns
+        -------
+        Array of shape ``(n_cells, n_latent)`` or ``(n_cells, n_latent_w)``.
+        """
+        if representation not in ("z", "w"):
+            raise ValueError(f"representation must be 'z' or 'w', not {representation!r}.")
+        if give_mean:
+            return self._posterior_summaries(adata, indices, batch_size)[representation]
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        with torch.inference_mode():
+            samples = [
+                self.module.inference(**self.module._get_inference_input(t))[representation].cpu()
+                for t in dataloader
+            ]
+        return torch.cat(samples).numpy()
+
+    def get_cluster_probabilities(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Return ``q(y|z,c)`` at the posterior mean of ``z``: cells × clusters.
+
+        Columns are :attr:`cluster_names`; rows are the cells' names.
+        """
+        adata = self._validate_anndata(adata)
+        probs = self._posterior_summaries(adata, indices, batch_size)["cluster_probs"]
+        obs_names = adata.obs_names if indices is None else adata.obs_names[indices]
+        return pd.DataFrame(probs, index=obs_names, columns=self.cluster_names)
+
+    def predict_clusters(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> pd.Categorical:
+        """Return each cell's most probable cluster (categories: :attr:`cluster_names`)."""
+        probs = self.get_cluster_probabilities(adata, indices, batch_size)
+        return pd.Categorical(
+            np.asarray(self.cluster_names)[probs.to_numpy().argmax(1)],
+            categories=self.cluster_names,
+        )
+
+    def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> None:
+        """Write the model's outputs into ``adata`` (by default the AnnData it was built on).
+
+        Written keys:
+
+        - ``obsm["X_cgmdvae"]``: posterior mean of ``z``, for ``sc.pp.neighbors(use_rep=...)``.
+        - ``obsm["X_cgmdvae_w"]``: posterior mean of ``w``.
+        - ``obs["cgmdvae_cluster"]``: most probable cluster (categorical, :attr:`cluster_names`).
+        - ``obsm["cgmdvae_cluster_probs"]``: ``q(y|z,c)``, cells × clusters.
+        - ``obs["cgmdvae_cluster_confidence"]``: probability of the assigned cluster.
+        - ``uns["cgmdvae"]``: the model's settings and the cluster names (column order of the
+          probabilities).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes and registered covariates.
+        batch_size
+            Minibatch size for the forward pass.
+        """
+        adata = self._validate_anndata(adata)
+        summaries = self._posterior_summaries(adata, batch_size=batch_size)
+        probs = summaries["cluster_probs"]
+        adata.obsm[RESULT_KEYS.LATENT_Z] = summaries["z"]
+        adata.obsm[RESULT_KEYS.LATENT_W] = summaries["w"]
+        adata.obsm[RESULT_KEYS.CLUSTER_PROBS] = probs
+        adata.obs[RESULT_KEYS.CLUSTER] = pd.Categorical(
+            np.asarray(self.cluster_names)[probs.argmax(1)], categories=self.cluster_names
+        )
+        adata.obs[RESULT_KEYS.CLUSTER_CONFIDENCE] = probs.max(1)
+        adata.uns[RESULT_KEYS.UNS] = {
+            "cluster_names": list(self.cluster_names),
+            "settings": {
+                key: value
+                for key, value in self.init_params_["non_kwargs"].items()
+                if isinstance(value, int | float | str | bool)
+            },
+        }

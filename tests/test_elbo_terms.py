@@ -1,0 +1,63 @@
+"""The closed-form ELBO terms agree with Monte-Carlo estimates of their definitions."""
+
+import torch
+from torch.distributions import Categorical, Dirichlet, Normal
+
+from scgmdvae.module import _elbo_terms as terms
+
+N_SAMPLES = 200_000
+
+
+def test_kl_y_matches_monte_carlo():
+    torch.manual_seed(0)
+    q = torch.softmax(torch.randn(3, 4), -1)
+    g = torch.rand(3, 4) * 3 + 0.2
+    log_d = torch.log(Dirichlet(g).sample((N_SAMPLES,)).clamp(min=1e-30))
+    monte_carlo = (q * (torch.log(q) - log_d)).sum(-1).mean(0)
+    torch.testing.assert_close(terms.kl_y(q, g), monte_carlo, atol=2e-2, rtol=1e-2)
+
+
+def test_kl_y_with_observed_label_is_minus_expected_log_weight():
+    g = torch.tensor([[0.5, 2.0, 1.5]])
+    one_hot = torch.tensor([[0.0, 1.0, 0.0]])
+    expected = -(torch.digamma(g[0, 1]) - torch.digamma(g.sum()))
+    torch.testing.assert_close(terms.kl_y(one_hot, g), expected.reshape(1))
+
+
+def test_kl_d_matches_monte_carlo():
+    torch.manual_seed(0)
+    g = torch.rand(3, 5) * 3 + 0.3
+    alpha = torch.full((5,), 0.7)
+    q, p = Dirichlet(g), Dirichlet(alpha.expand_as(g))
+    d = q.sample((N_SAMPLES,)).clamp(min=1e-12)
+    d = d / d.sum(-1, keepdim=True)
+    monte_carlo = (q.log_prob(d) - p.log_prob(d)).mean(0)
+    torch.testing.assert_close(terms.kl_d(g, alpha), monte_carlo, atol=3e-2, rtol=2e-2)
+
+
+def test_kl_w_matches_monte_carlo():
+    torch.manual_seed(0)
+    mean, var = torch.randn(4, 3), torch.rand(4, 3) + 0.1
+    q = Normal(mean, var.sqrt())
+    w = q.sample((N_SAMPLES,))
+    monte_carlo = (q.log_prob(w) - Normal(0.0, 1.0).log_prob(w)).sum(-1).mean(0)
+    torch.testing.assert_close(terms.kl_w(mean, var), monte_carlo, atol=2e-2, rtol=1e-2)
+
+
+def test_kl_z_matches_monte_carlo_weighted_by_responsibilities():
+    torch.manual_seed(0)
+    n_cells, n_clusters, n_latent = 3, 4, 2
+    q_mean, q_var = torch.randn(n_cells, n_latent), torch.rand(n_cells, n_latent) + 0.2
+    p_mean = 2 * torch.randn(n_cells, n_clusters, n_latent)
+    p_var = torch.rand(n_cells, n_clusters, n_latent) + 0.3
+    q_y = torch.softmax(torch.randn(n_cells, n_clusters), -1)
+
+    closed_form = terms.kl_z(q_y, terms.gaussian_kl_to_components(q_mean, q_var, p_mean, p_var))
+
+    q_z = Normal(q_mean, q_var.sqrt())
+    z = q_z.sample((N_SAMPLES,))
+    y = Categorical(q_y).sample((N_SAMPLES,))
+    chosen = torch.arange(n_cells)
+    p_z = Normal(p_mean[chosen, y], p_var[chosen, y].sqrt())
+    monte_carlo = (q_z.log_prob(z) - p_z.log_prob(z)).sum(-1).mean(0)
+    torch.testing.assert_close(closed_form, monte_carlo, atol=5e-2, rtol=2e-2)
