@@ -1,0 +1,61 @@
+"""Sphinx configuration of the scgmdvae documentation."""
+
+import os
+from datetime import date
+from importlib.metadata import version as package_version
+
+project = "scgmdvae"
+author = "scgmdvae developers"
+copyright = f"{date.today().year}, {author}"
+release = package_version("scgmdvae")
+version = release
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinx_autodoc_typehints",
+]
+
+autosummary_generate = True
+autodoc_member_order = "groupwise"
+autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": True}
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = True
+typehints_defaults = "braces"
+always_document_param_types = False
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+nb_execution_mode = "off"
+nb_merge_streams = True
+
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+
+# Inventories need the network; SCGMDVAE_DOCS_OFFLINE=1 (set by .ci/run) builds without them.
+intersphinx_mapping = (
+    {}
+    if os.environ.get("SCGMDVAE_DOCS_OFFLINE")
+    else {
+        "python": ("https://docs.python.org/3", None),
+        "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
+        "scanpy": ("https://scanpy.readthedocs.io/en/stable/", None),
+        "scvi": ("https://docs.scvi-tools.org/en/stable/", None),
+        "torch": ("https://docs.pytorch.org/docs/stable/", None),
+        "numpy": ("https://numpy.org/doc/stable/", None),
+        "pandas": ("https://pandas.pydata.org/docs/", None),
+    }
+)
+
+html_theme = "sphinx_book_theme"
+html_title = "scgmdvae"
+html_theme_options = {
+    "repository_url": "https://github.com/scgmdvae/scgmdvae",
+    "use_repository_button": True,
+    "navigation_with_keys": False,
+}
