@@ -6,6 +6,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """One torch thread: tiny models gain nothing from more, and CI machines have two cores."""
+    import scvi
+
+    scvi.settings.num_threads = 1
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """Directory with the real data files (``$SCGMDVAE_SHARED_DATA`` or ``../shared/data``)."""

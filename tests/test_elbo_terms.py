@@ -1,5 +1,7 @@
 """The closed-form ELBO terms agree with Monte-Carlo estimates of their definitions."""
 
+import math
+
 import torch
 from torch.distributions import Categorical, Dirichlet, Normal
 
@@ -61,3 +63,15 @@ def test_kl_z_matches_monte_carlo_weighted_by_responsibilities():
     p_z = Normal(p_mean[chosen, y], p_var[chosen, y].sqrt())
     monte_carlo = (q_z.log_prob(z) - p_z.log_prob(z)).sum(-1).mean(0)
     torch.testing.assert_close(closed_form, monte_carlo, atol=5e-2, rtol=2e-2)
+
+
+def test_marginal_kl_y_is_the_marginal_part_of_the_y_term():
+    torch.manual_seed(0)
+    q_y = torch.softmax(3 * torch.randn(50, 5), -1)
+    q_bar = q_y.mean(0)
+    per_cell_to_uniform = (q_y * torch.log(q_y * 5)).sum(-1).mean()
+    mutual_information = (q_y * torch.log(q_y / q_bar)).sum(-1).mean()
+    torch.testing.assert_close(per_cell_to_uniform, mutual_information + terms.marginal_kl_y(q_y))
+    one_cluster = torch.nn.functional.one_hot(torch.zeros(10, dtype=torch.long), 5).float()
+    torch.testing.assert_close(terms.marginal_kl_y(one_cluster), torch.tensor(math.log(5)))
+    torch.testing.assert_close(terms.marginal_kl_y(torch.eye(5)), torch.tensor(0.0))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
@@ -49,11 +50,12 @@ def _values(matrix) -> np.ndarray:
     return matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
 
 
-def check_data_matrix(matrix, gene_likelihood: str) -> None:
+def check_data_matrix(matrix, gene_likelihood: str | None = None) -> None:
     """Raise a ``ValueError`` if ``matrix`` does not fit ``gene_likelihood``.
 
-    Non-numeric, NaN and Inf values are refused for every likelihood; count likelihoods need
-    non-negative integers and ``"bernoulli"`` needs values in ``[0, 1]``.
+    Non-numeric, NaN and Inf values are refused for every likelihood (and when
+    ``gene_likelihood`` is ``None``); count likelihoods need non-negative integers and
+    ``"bernoulli"`` needs values in ``[0, 1]``.
     """
     values = _values(matrix)
     if not np.issubdtype(values.dtype, np.number):
@@ -76,3 +78,44 @@ def check_data_matrix(matrix, gene_likelihood: str) -> None:
             "gene_likelihood='bernoulli' needs values in [0, 1]; rescale the data first "
             "(for images, divide pixel intensities by 255)."
         )
+
+
+def check_same_genes(var_names: Sequence[str], model_var_names: Sequence[str]) -> None:
+    """Raise a ``ValueError`` if ``var_names`` are not the model's genes in the model's order."""
+    var_names, model_var_names = pd.Index(var_names), pd.Index(model_var_names)
+    if var_names.equals(model_var_names):
+        return
+    missing = model_var_names[~model_var_names.isin(var_names)]
+    if len(missing) == 0 and len(var_names) == len(model_var_names):
+        raise ValueError(
+            "adata has the model's genes in another order; reorder them with "
+            "`adata = adata[:, model.adata.var_names].copy()`."
+        )
+    raise ValueError(
+        f"adata's genes differ from the model's: {len(missing)} of the model's "
+        f"{len(model_var_names)} genes are missing (first: {list(missing[:5])}) and adata has "
+        f"{len(var_names)} genes. Subset adata to the model's genes, or map it as a query with "
+        "`CGMDVAE.prepare_query_anndata` and `CGMDVAE.load_query_data`."
+    )
+
+
+def check_known_categories(adata: AnnData, known: Mapping[str, Sequence[str]]) -> None:
+    """Raise a ``ValueError`` if a categorical ``.obs`` column has categories the model lacks.
+
+    Parameters
+    ----------
+    adata
+        The new AnnData.
+    known
+        For each ``.obs`` column the model registered, the categories it was trained with.
+    """
+    for key, categories in known.items():
+        if key not in adata.obs:
+            raise KeyError(f"Column {key!r}, registered with the model, is not in adata.obs.")
+        unseen = sorted(set(adata.obs[key].dropna().astype(str)) - {str(c) for c in categories})
+        if unseen:
+            raise ValueError(
+                f"adata.obs[{key!r}] has categories the model was not trained with: {unseen}. "
+                "Map these cells with `CGMDVAE.load_query_data`, which extends the model to new "
+                "categories."
+            )

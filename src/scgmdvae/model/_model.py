@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,14 +23,30 @@ from scvi.data.fields import (
 )
 from scvi.dataloaders import DataSplitter, SemiSupervisedDataSplitter
 from scvi.model._utils import get_max_epochs_heuristic, use_distributed_sampler
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import (
+    BaseModelClass,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
+)
 from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
 from scvi.train._callbacks import SubSampleLabels
 
 from .._constants import RESULT_KEYS
-from .._validation import check_data_matrix, check_no_missing_values, check_setup_keys
+from .._validation import (
+    check_data_matrix,
+    check_known_categories,
+    check_no_missing_values,
+    check_same_genes,
+    check_setup_keys,
+)
+from .._version import __version__
 from ..module import CGMDVAEModule
 from ..module._module import COUNT_LIKELIHOODS, GeneLikelihood, MixtureWeights
+from ._generative import GenerativeMixin
+from ._guided import GuidedTrainingMixin
+from ._label_transfer import LabelTransferMixin
+from ._query_mapping import QueryMappingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +56,16 @@ def default_kl_warmup_epochs(max_epochs: int) -> int:
     return max(1, max_epochs // 4)
 
 
-class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CGMDVAE(
+    GenerativeMixin,
+    RNASeqMixin,
+    LabelTransferMixin,
+    GuidedTrainingMixin,
+    QueryMappingMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
     """c*GMΔVÆ: conditional Gaussian-mixture VAE with a Dirichlet prior on the mixture weights.
 
     Clusters cells with a mixture of ``n_clusters`` Gaussians in the latent space ``z``, whose
@@ -108,6 +134,12 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), gene_likelihood
         )
         n_labels = len(self.label_names)
+        labels_key = self.registry_["setup_args"]["labels_key"]
+        if labels_key is not None and n_labels == 0:
+            raise ValueError(
+                f"Every cell of adata.obs[{labels_key!r}] is unlabelled, so there is nothing to "
+                "supervise with; call `setup_anndata` without `labels_key` to train unsupervised."
+            )
         if n_clusters is None:
             n_clusters = n_labels if n_labels > 0 else 10
         if n_clusters < max(2, n_labels) or n_clusters > adata.n_obs:
@@ -141,6 +173,7 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             f"dirichlet_alpha: {dirichlet_alpha}, mixture_weights: {mixture_weights}, "
             f"gene_likelihood: {gene_likelihood}"
         )
+        self.scgmdvae_version_ = __version__
         self.init_params_ = self._get_init_params(locals())
 
     @classmethod
@@ -184,6 +217,7 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         **kwargs
             Passed to :meth:`~scvi.data.AnnDataManager.register_fields`.
         """
+        setup_method_args = cls._get_setup_method_args(**locals())
         covariate_keys = [condition_key, *(categorical_covariate_keys or [])]
         obs_keys = [
             *covariate_keys,
@@ -193,6 +227,7 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ]
         check_setup_keys(adata, layer, obs_keys)
         check_no_missing_values(adata, [*covariate_keys, *(continuous_covariate_keys or [])])
+        check_data_matrix(adata.X if layer is None else adata.layers[layer])
         if labels_key is not None and adata.obs[labels_key].isna().any():
             logger.info(
                 "Missing values in adata.obs[%r] become %r.", labels_key, unlabeled_category
@@ -201,7 +236,6 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             adata.obs[labels_key] = pd.Categorical(
                 labels.where(labels.notna(), unlabeled_category)
             )
-        setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
             LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
             if labels_key is not None
@@ -219,6 +253,64 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> CGMDVAE:
+        """Load a model saved with :meth:`save`; see :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Models record the scgmdvae version that saved them. One saved by another version is
+        loaded when its parameters fit this version's networks and refused with a
+        ``ValueError`` naming both versions otherwise; a directory saved by another package is
+        refused.
+        """
+        saved = torch.load(
+            Path(dir_path) / f"{kwargs.get('prefix') or ''}model.pt",
+            map_location="cpu",
+            weights_only=False,
+        )
+        saved_version = saved["attr_dict"].get("scgmdvae_version_")
+        if saved_version is None:
+            raise ValueError(f"{dir_path} does not hold a model saved by scgmdvae.")
+        try:
+            return super().load(dir_path, adata=adata, **kwargs)
+        except RuntimeError as error:
+            if saved_version == __version__:
+                raise
+            raise ValueError(
+                f"The model in {dir_path} was saved by scgmdvae {saved_version}, whose networks "
+                f"do not fit scgmdvae {__version__}; load it with scgmdvae=={saved_version}."
+            ) from error
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
+        """Check a new AnnData against the model before scvi-tools transfers the setup to it.
+
+        The genes, the categories of the registered covariates and the data matrix are checked
+        first, so that a refused AnnData is left as it was.
+        """
+        if adata is None or adata is self.adata:
+            return super()._validate_anndata(adata, copy_if_view)
+        setup = self.registry_["setup_args"]
+        check_same_genes(adata.var_names, self.adata.var_names)
+        check_known_categories(adata, self._registered_categories())
+        layer = setup["layer"]
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"Layer {layer!r}, registered with the model, is not in adata.layers.")
+        check_data_matrix(
+            adata.X if layer is None else adata.layers[layer], self.module.gene_likelihood
+        )
+        return super()._validate_anndata(adata, copy_if_view)
+
+    def _registered_categories(self) -> dict[str, list[str]]:
+        """Categories of each registered condition and categorical covariate column."""
+        setup = self.registry_["setup_args"]
+        categories = {}
+        if setup["condition_key"] is not None:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+            categories[setup["condition_key"]] = list(state.categorical_mapping)
+        if setup["categorical_covariate_keys"]:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+            categories.update({key: list(state.mappings[key]) for key in state.field_keys})
+        return categories
+
     @property
     def label_names(self) -> list[str]:
         """Known label categories in code order (empty when no labels are registered)."""
@@ -229,9 +321,13 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     @property
     def cluster_names(self) -> list[str]:
-        """Name of each mixture component: its label if it has one, else its index."""
+        """Name of each mixture component: its label if it has one, else its index.
+
+        A free component whose index equals a label's name is named ``"cluster_<index>"``.
+        """
         labels = self.label_names
-        return labels + [str(k) for k in range(len(labels), self.module.n_clusters)]
+        free = (str(k) for k in range(len(labels), self.module.n_clusters))
+        return labels + [f"cluster_{name}" if name in labels else name for name in free]
 
     def _has_labelled_cells(self) -> bool:
         if not self.label_names:
@@ -260,8 +356,10 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Without labels this is scVI's unsupervised training; with labelled cells it uses
         :class:`~scvi.dataloaders.SemiSupervisedDataSplitter`, which adds a minibatch of
         labelled cells to every step, and :class:`~scvi.train.SemiSupervisedTrainingPlan`,
-        which logs classification loss and accuracy. Each ELBO term is logged under its own
-        name (``kl_z_train``, ``kl_y_validation``, …) in :attr:`history`.
+        which logs classification loss and accuracy (``train_classification_loss``,
+        ``validation_accuracy``, …); then the validation set is evaluated every epoch unless
+        ``check_val_every_n_epoch`` is given. Each ELBO term is logged under its own name
+        (``kl_z_train``, ``kl_y_validation``, …) in :attr:`history`.
 
         Parameters
         ----------
@@ -294,7 +392,12 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = default_kl_warmup_epochs(max_epochs)
-        plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": n_epochs_kl_warmup, **(plan_kwargs or {})}
+        plan_kwargs = {
+            "lr": lr,
+            "n_epochs_kl_warmup": n_epochs_kl_warmup,
+            **self._query_plan_kwargs(),
+            **(plan_kwargs or {}),
+        }
         splitter_kwargs = {
             "train_size": train_size,
             "validation_size": validation_size,
@@ -311,6 +414,7 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 self.module, self.module.n_clusters, **plan_kwargs
             )
             trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), SubSampleLabels()]
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:
             data_splitter = DataSplitter(self.adata_manager, **splitter_kwargs)
             training_plan = TrainingPlan(self.module, **plan_kwargs)
@@ -422,10 +526,12 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ) -> pd.Categorical:
         """Return each cell's most probable cluster (categories: :attr:`cluster_names`)."""
         probs = self.get_cluster_probabilities(adata, indices, batch_size)
-        return pd.Categorical(
-            np.asarray(self.cluster_names)[probs.to_numpy().argmax(1)],
-            categories=self.cluster_names,
-        )
+        return self._most_probable(probs.to_numpy())
+
+    def _most_probable(self, probs: np.ndarray) -> pd.Categorical:
+        """Name of the most probable cluster of each row of ``probs``."""
+        names = self.cluster_names
+        return pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names)
 
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> None:
         """Write the model's outputs into ``adata`` (by default the AnnData it was built on).
@@ -437,6 +543,9 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         - ``obs["cgmdvae_cluster"]``: most probable cluster (categorical, :attr:`cluster_names`).
         - ``obsm["cgmdvae_cluster_probs"]``: ``q(y|z,c)``, cells × clusters.
         - ``obs["cgmdvae_cluster_confidence"]``: probability of the assigned cluster.
+        - ``obs["cgmdvae_prediction"]`` and ``obs["cgmdvae_prediction_confidence"]``, only when
+          labels are registered: the predicted label (as :meth:`predict`; a free cluster keeps
+          its own name) and its probability.
         - ``uns["cgmdvae"]``: the model's settings and the cluster names (column order of the
           probabilities).
 
@@ -449,14 +558,23 @@ class CGMDVAE(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         adata = self._validate_anndata(adata)
         summaries = self._posterior_summaries(adata, batch_size=batch_size)
+        if not all(np.isfinite(values).all() for values in summaries.values()):
+            raise ValueError(
+                "The model's outputs contain NaN or Inf; nothing was written to adata. "
+                "Retrain with a lower learning rate."
+            )
         probs = summaries["cluster_probs"]
         adata.obsm[RESULT_KEYS.LATENT_Z] = summaries["z"]
         adata.obsm[RESULT_KEYS.LATENT_W] = summaries["w"]
         adata.obsm[RESULT_KEYS.CLUSTER_PROBS] = probs
-        adata.obs[RESULT_KEYS.CLUSTER] = pd.Categorical(
-            np.asarray(self.cluster_names)[probs.argmax(1)], categories=self.cluster_names
-        )
+        adata.obs[RESULT_KEYS.CLUSTER] = self._most_probable(probs)
         adata.obs[RESULT_KEYS.CLUSTER_CONFIDENCE] = probs.max(1)
+        if self.label_names:
+            for source, target in [
+                (RESULT_KEYS.CLUSTER, RESULT_KEYS.PREDICTION),
+                (RESULT_KEYS.CLUSTER_CONFIDENCE, RESULT_KEYS.PREDICTION_CONFIDENCE),
+            ]:
+                adata.obs[target] = adata.obs[source].copy()
         adata.uns[RESULT_KEYS.UNS] = {
             "cluster_names": list(self.cluster_names),
             "settings": {

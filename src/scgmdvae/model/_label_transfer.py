@@ -1,0 +1,208 @@
+"""Label prediction and cell-type transfer for :class:`~scgmdvae.CGMDVAE`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from ..metrics import hungarian_mapping
+
+if TYPE_CHECKING:
+    from ._model import CGMDVAE
+
+logger = logging.getLogger(__name__)
+
+_COMPONENT_PARAMETERS = (
+    "prior_concentration",
+    "cluster_head.readouts.0.",
+    "dirichlet_head.readouts.0.",
+    "prior_network.readouts.0.",
+)
+"""Parameters indexed by mixture component (their first axis is ``K`` or ``2 × K × n_latent``)."""
+
+
+def component_order(
+    old_clusters: np.ndarray, label_codes: np.ndarray, n_labels: int, n_clusters: int
+) -> np.ndarray:
+    """Old component that becomes each new component when labels are attached.
+
+    Each label ``k`` takes the old component that holds most of its labelled cells, matched
+    one-to-one (Hungarian algorithm); the remaining old components fill the other slots in
+    their original order.
+
+    Parameters
+    ----------
+    old_clusters
+        Old component index of each labelled cell.
+    label_codes
+        Label code of each labelled cell (``0 … n_labels - 1``).
+    n_labels
+        Number of labels.
+    n_clusters
+        Number of components of both models.
+
+    Returns
+    -------
+    Array ``order`` of length ``n_clusters``: new component ``k`` is old component ``order[k]``.
+    """
+    matched = {}
+    if len(label_codes):
+        matched = {
+            label: cluster
+            for cluster, label in hungarian_mapping(label_codes, old_clusters).items()
+        }
+    unmatched = iter(k for k in range(n_clusters) if k not in matched.values())
+    order = [matched[k] if k in matched else next(unmatched) for k in range(n_labels)]
+    return np.array(order + list(unmatched))
+
+
+def _reorder_components(name: str, value: torch.Tensor, order: np.ndarray) -> torch.Tensor:
+    """Permute the component axis of a parameter listed in ``_COMPONENT_PARAMETERS``."""
+    blocks = 2 if name.startswith("prior_network.") else 1
+    grouped = value.reshape(blocks, len(order), -1)
+    return grouped[:, torch.as_tensor(order)].reshape(value.shape)
+
+
+def transferable_state(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], order: np.ndarray | None
+) -> dict[str, torch.Tensor]:
+    """Entries of ``source`` that fit ``target``, with components permuted by ``order``.
+
+    An entry is kept when ``target`` has a tensor of the same name and shape. Component-indexed
+    parameters are kept only when ``order`` is given (both models have the same number of
+    components) and are permuted with it.
+    """
+    state = {}
+    for name, value in source.items():
+        if name not in target or target[name].shape != value.shape:
+            continue
+        if name.startswith(_COMPONENT_PARAMETERS):
+            if order is None:
+                continue
+            value = _reorder_components(name, value, order)
+        state[name] = value
+    return state
+
+
+class LabelTransferMixin:
+    """Label prediction and initialisation from an unsupervised model, for :class:`CGMDVAE`."""
+
+    def predict(
+        self: CGMDVAE,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+    ) -> pd.Categorical | pd.DataFrame:
+        """Predict each cell's label from ``q(y|z,c)`` at the posterior mean of ``z``.
+
+        Label ``k`` is mixture component ``k``. A cell whose most probable component is one of
+        the free components (beyond the known labels) is reported under that component's name
+        (see :attr:`cluster_names`), never under the closest label.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes; defaults to the one the model was built on.
+        indices
+            Cells to predict; defaults to all.
+        soft
+            Return the probabilities of every component instead of the most probable one.
+        batch_size
+            Minibatch size for the forward pass.
+
+        Returns
+        -------
+        With ``soft=False``, a :class:`pandas.Categorical` of predicted names whose categories
+        are :attr:`cluster_names`. With ``soft=True``, a DataFrame of probabilities, cells
+        (``obs_names``) × :attr:`cluster_names`.
+        """
+        if soft:
+            return self.get_cluster_probabilities(adata, indices, batch_size)
+        return self.predict_clusters(adata, indices, batch_size)
+
+    @classmethod
+    def from_unsupervised(
+        cls,
+        model: CGMDVAE,
+        labels_key: str,
+        unlabeled_category: str = "Unknown",
+        adata: AnnData | None = None,
+        **model_kwargs,
+    ) -> CGMDVAE:
+        """Build a labelled model from a trained one, like ``SCANVI.from_scvi_model``.
+
+        ``adata`` is registered with ``model``'s setup and the given labels. The new model has
+        ``model``'s settings, except that ``n_clusters`` defaults to the number of known labels
+        (pass ``n_clusters`` for free extra components); ``model_kwargs`` override any setting.
+
+        Copied from ``model``: every weight whose name and shape match, that is the encoder
+        ``q(z,w|x,c)``, the decoder ``p(x|z,c)`` with its dispersion, and the hidden layers of
+        the prior network, the cluster head ``q(y|z,c)`` and the Dirichlet head ``q(d|z,c)``.
+        The component-indexed parts (the read-outs of those three networks and the Dirichlet
+        prior) are copied only when both models have the same number of components; they are
+        then permuted so that each label gets the old component holding most of its labelled
+        cells (Hungarian matching), and the unmatched components become the free ones.
+
+        Parameters
+        ----------
+        model
+            A trained :class:`CGMDVAE`, usually unsupervised.
+        labels_key
+            ``.obs`` column of known labels.
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabelled cells (missing values are unlabelled
+            too).
+        adata
+            AnnData to train on; defaults to ``model.adata``. Must have ``model``'s genes and
+            covariates.
+        **model_kwargs
+            Settings of the new model, for example ``n_clusters`` or ``classification_ratio``.
+
+        Returns
+        -------
+        The new model, not yet trained with the labels; call :meth:`train` on it.
+        """
+        model._check_if_trained(
+            warn=False, message="The model passed in has not been trained yet."
+        )
+        adata = model._validate_anndata(adata)
+        old_assignments = model.predict_clusters(adata).codes
+        setup_args = dict(model.registry["setup_args"])
+        setup_args.update(labels_key=labels_key, unlabeled_category=unlabeled_category)
+        cls.setup_anndata(adata, **setup_args)
+
+        init_params = model.init_params_
+        settings = dict(init_params["non_kwargs"])
+        settings.pop("n_clusters")
+        for group in init_params["kwargs"].values():
+            settings.update(group)
+        new_model = cls(adata, **{**settings, **model_kwargs})
+
+        n_clusters, n_labels = new_model.module.n_clusters, new_model.module.n_labels
+        order = None
+        if n_clusters == model.module.n_clusters:
+            codes = np.asarray(
+                new_model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)
+            ).ravel()
+            labelled = codes < n_labels
+            order = component_order(
+                old_assignments[labelled], codes[labelled], n_labels, n_clusters
+            )
+        target = new_model.module.state_dict()
+        state = transferable_state(model.module.state_dict(), target, order)
+        new_model.module.load_state_dict(state, strict=False)
+        logger.info(
+            "Copied %d of %d tensors; not copied: %s",
+            len(state),
+            len(target),
+            sorted(set(target) - set(state)),
+        )
+        return new_model

@@ -1,0 +1,99 @@
+"""Clustering-guided training (``train_guided``) and the uniform-weights ablation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scvi import REGISTRY_KEYS
+
+import scgmdvae
+from scgmdvae import CGMDVAE
+from scgmdvae.metrics import adjusted_rand_index
+
+N_EPOCHS, N_GUIDED = 40, 20
+
+
+def _blobs_with_guide(noise: float):
+    """Blobs whose ``guide`` column is the true cluster, reassigned at random for ``noise``."""
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=100, n_clusters=4, n_conditions=2)
+    rng = np.random.default_rng(1)
+    guide = adata.obs["cluster"].to_numpy().astype(str)
+    noisy = rng.random(adata.n_obs) < noise
+    guide[noisy] = rng.choice(adata.obs["cluster"].cat.categories, noisy.sum())
+    adata.obs["guide"] = pd.Categorical(guide)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    return adata
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_guide_clusters_become_components_and_are_refined(noise):
+    adata = _blobs_with_guide(noise)
+    obs_before, uns_before = adata.obs.copy(), set(adata.uns)
+    model = CGMDVAE(adata, n_clusters=4)
+    model.train_guided(
+        "guide", max_epochs=N_EPOCHS, n_epochs_guided=N_GUIDED, enable_progress_bar=False
+    )
+    truth = adata.obs["cluster"]
+    guide_ari = adjusted_rand_index(truth, adata.obs["guide"])
+    assert guide_ari > 0.99 if noise == 0 else guide_ari < 0.7
+    clusters = model.predict_clusters()
+    assert adjusted_rand_index(truth, clusters) >= 0.9
+    # guide cluster j is component j: the components keep the guide's order
+    assert (np.asarray(clusters.codes) == truth.cat.codes.to_numpy()).mean() >= 0.9
+    history = model.history
+    assert len(history["train_classification_loss"]) == N_GUIDED
+    assert len(history["elbo_train"]) == N_EPOCHS
+    assert history["train_accuracy"].iloc[-1, 0] > 0.95 - noise
+    pd.testing.assert_frame_equal(adata.obs, obs_before)
+    assert set(adata.uns) == uns_before
+    assert model.module.n_labels == 0
+
+
+@pytest.mark.parametrize(
+    ("guide_key", "n_clusters", "error", "match"),
+    [
+        ("no_such_column", 4, KeyError, "no_such_column"),
+        ("guide", 3, ValueError, "4 clusters but the model has n_clusters=3"),
+    ],
+)
+def test_bad_guide_raises_and_leaves_adata_untouched(guide_key, n_clusters, error, match):
+    adata = _blobs_with_guide(0.0)
+    obs_before, uns_before = adata.obs.copy(), set(adata.uns)
+    model = CGMDVAE(adata, n_clusters=n_clusters)
+    with pytest.raises(error, match=match):
+        model.train_guided(guide_key, max_epochs=2, enable_progress_bar=False)
+    assert not model.is_trained
+    pd.testing.assert_frame_equal(adata.obs, obs_before)
+    assert set(adata.uns) == uns_before
+
+
+def test_guide_on_labelled_model_raises():
+    adata = _blobs_with_guide(0.0)
+    CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cluster")
+    model = CGMDVAE(adata)
+    with pytest.raises(ValueError, match="without registered labels"):
+        model.train_guided("guide", max_epochs=2)
+
+
+def test_uniform_weights_drop_the_dirichlet():
+    """``mixture_weights="uniform"``: kl_d = 0, kl_y = KL(q(y|z) ‖ Uniform), no q(d|z) gradient."""
+    torch.manual_seed(0)
+    n_cells, n_clusters = 6, 5
+    module = scgmdvae.CGMDVAEModule(
+        n_input=8, n_clusters=n_clusters, n_labels=2, mixture_weights="uniform"
+    )
+    tensors = {
+        REGISTRY_KEYS.X_KEY: torch.poisson(torch.full((n_cells, 8), 3.0)),
+        REGISTRY_KEYS.BATCH_KEY: torch.zeros(n_cells, 1, dtype=torch.long),
+        REGISTRY_KEYS.LABELS_KEY: torch.tensor([[0], [1], [2], [2], [2], [2]]),
+    }
+    inference, generative, loss = module(tensors)
+    terms = module.elbo_terms(tensors, inference, generative)
+    q_y = torch.softmax(inference["qy_logits"], -1)
+    expected_kl_y = (q_y * torch.log(q_y * n_clusters)).sum(-1)
+    expected_kl_y[:2] = np.log(n_clusters)  # observed labels: one-hot q, KL = log K
+    torch.testing.assert_close(terms["kl_y"], expected_kl_y)
+    assert torch.equal(terms["kl_d"], torch.zeros(n_cells))
+    loss.loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in module.dirichlet_head.parameters())
+    assert module.cluster_head.readouts[0].weight.grad.abs().sum() > 0
