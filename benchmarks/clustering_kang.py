@@ -23,7 +23,7 @@ import numpy as np
 import scanpy as sc
 import scvi
 import torch
-from benchmarks._common import load_kang_hvg
+from benchmarks._common import leiden_closest_to, load_kang_hvg
 from sklearn.cluster import KMeans
 
 from scgmdvae import CGMDVAE
@@ -36,21 +36,6 @@ N_CLUSTERS = 8
 RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
 SPARSE_K, SPARSE_ALPHA, MIN_SHARE = 20, 0.1, 0.01
 TRAIN_KWARGS = {"enable_progress_bar": False}
-
-
-def leiden_near(adata: ad.AnnData, use_rep: str, seed: int) -> tuple[np.ndarray, float]:
-    """Leiden clusters at the scanned resolution giving a cluster count closest to 8."""
-    sc.pp.neighbors(adata, use_rep=use_rep, random_state=seed)
-    best: tuple[int, float, np.ndarray] | None = None
-    for resolution in RESOLUTIONS:
-        sc.tl.leiden(
-            adata, resolution=resolution, flavor="igraph", n_iterations=2, random_state=seed
-        )
-        clusters = adata.obs["leiden"].to_numpy()
-        gap = abs(len(np.unique(clusters)) - N_CLUSTERS)
-        if best is None or gap < best[0]:
-            best = (gap, resolution, clusters)
-    return best[2], best[1]
 
 
 def score(adata: ad.AnnData, clusters: np.ndarray) -> dict[str, float]:
@@ -132,7 +117,7 @@ def run_scvi(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
     model = scvi.model.SCVI(adata)
     model.train(max_epochs=epochs, **TRAIN_KWARGS)
     adata.obsm["X_scvi"] = model.get_latent_representation()
-    clusters, resolution = leiden_near(adata, "X_scvi", seed)
+    clusters, resolution = leiden_closest_to(adata, "X_scvi", N_CLUSTERS, seed, RESOLUTIONS)
     return [{"method": "scVI + Leiden", **score(adata, clusters), "resolution": resolution}]
 
 
@@ -141,7 +126,7 @@ def run_pca(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=50, random_state=seed)
-    clusters, resolution = leiden_near(adata, "X_pca", seed)
+    clusters, resolution = leiden_closest_to(adata, "X_pca", N_CLUSTERS, seed, RESOLUTIONS)
     return [{"method": "PCA + Leiden", **score(adata, clusters), "resolution": resolution}]
 
 

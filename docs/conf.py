@@ -1,8 +1,12 @@
 """Sphinx configuration of the scgmdvae documentation."""
 
 import os
+import sys
 from datetime import date
 from importlib.metadata import version as package_version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "scgmdvae"
 author = "scgmdvae developers"
@@ -19,6 +23,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
+    "benchmark_tables",
 ]
 
 autosummary_generate = True
@@ -34,8 +39,16 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 nb_execution_mode = "off"
 nb_merge_streams = True
 
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+# rst first: autosummary writes its stub pages with the first suffix, and they are rst.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+templates_path = ["_templates"]
+exclude_patterns = [
+    "_build",
+    "generated/benchmarks",
+    "**.ipynb_checkpoints",
+    "Thumbs.db",
+    ".DS_Store",
+]
 
 # Inventories need the network; SCGMDVAE_DOCS_OFFLINE=1 (set by .ci/run) builds without them.
 intersphinx_mapping = (
