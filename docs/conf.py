@@ -23,17 +23,21 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
+    "sphinxcontrib.bibtex",
     "benchmark_tables",
 ]
 
 autosummary_generate = True
 autodoc_member_order = "groupwise"
-autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": True}
+autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = True
 typehints_defaults = "braces"
 always_document_param_types = False
+
+bibtex_bibfiles = ["references.bib"]
+bibtex_reference_style = "author_year"
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 nb_execution_mode = "off"
