@@ -29,6 +29,22 @@ def load_kang_hvg(path: str | Path = DEFAULT_KANG, n_top_genes: int = 2_000) -> 
     return adata
 
 
+def train_semi_supervised(
+    adata: ad.AnnData, labels_key: str, unlabeled_category: str, epochs: int
+) -> scgmdvae.CGMDVAE:
+    """c*GMΔVÆ on the counts with the condition and the labels registered, trained ``epochs``."""
+    scgmdvae.CGMDVAE.setup_anndata(
+        adata,
+        layer="counts",
+        condition_key="condition",
+        labels_key=labels_key,
+        unlabeled_category=unlabeled_category,
+    )
+    model = scgmdvae.CGMDVAE(adata)
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    return model
+
+
 def write_json(result: dict, out_dir: Path, name: str) -> Path:
     """Write ``result`` to ``out_dir/name.json`` (creating the folder) and say where."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 from scipy import sparse  # noqa: E402
 
-from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg  # noqa: E402
+from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa: E402
 from scgmdvae import CGMDVAE  # noqa: E402
 
 CELL_TYPES = ("CD4 T cells", "CD14+ Monocytes", "B cells")
@@ -191,9 +190,7 @@ def main() -> None:
         "wall_time_s": round(time.time() - start, 1),
         "results": rows,
     }
-    path = args.out / "condition_response_kang.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_json(result, args.out, "condition_response_kang")
 
 
 if __name__ == "__main__":

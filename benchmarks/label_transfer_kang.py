@@ -36,7 +36,13 @@ import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score  # noqa: E402
 
-from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_KANG,
+    DEFAULT_OUT,
+    load_kang_hvg,
+    train_semi_supervised,
+    write_json,
+)
 from scgmdvae import CGMDVAE  # noqa: E402
 
 LABELS_KEY = "transfer_label"
@@ -71,15 +77,7 @@ def run_scanvi(adata: ad.AnnData, epochs: int) -> np.ndarray:
 
 def run_cgmdvae(adata: ad.AnnData, epochs: int) -> np.ndarray:
     """c*GMΔVÆ trained with the labels from the start."""
-    CGMDVAE.setup_anndata(
-        adata,
-        layer="counts",
-        condition_key="condition",
-        labels_key=LABELS_KEY,
-        unlabeled_category=UNLABELED,
-    )
-    model = CGMDVAE(adata)
-    model.train(max_epochs=epochs, **TRAIN_KWARGS)
+    model = train_semi_supervised(adata, LABELS_KEY, UNLABELED, epochs)
     return np.asarray(model.predict(), dtype=str)
 
 

@@ -22,7 +22,6 @@ predicted labels) against the annotation. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -35,7 +34,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 
-from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_KANG,
+    DEFAULT_OUT,
+    load_kang_hvg,
+    train_semi_supervised,
+    write_json,
+)
 from label_transfer_kang import finetune_epochs, score  # noqa: E402
 from scgmdvae import CGMDVAE  # noqa: E402
 from scgmdvae.metrics import adjusted_rand_index  # noqa: E402
@@ -76,15 +81,7 @@ def run_cgmdvae(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
 ) -> np.ndarray:
     """Semi-supervised c*GMΔVÆ reference, then load_query_data; query cluster names."""
-    CGMDVAE.setup_anndata(
-        reference,
-        layer="counts",
-        condition_key="condition",
-        labels_key=LABELS_KEY,
-        unlabeled_category=UNLABELED,
-    )
-    model = CGMDVAE(reference)
-    model.train(max_epochs=ref_epochs, **TRAIN_KWARGS)
+    model = train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
     query_model = CGMDVAE.load_query_data(query, model)
     query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
     return np.asarray(query_model.predict_clusters(), dtype=str)
@@ -144,9 +141,7 @@ def main() -> None:
         "n_scored": int(scored.sum()),
         "results": rows,
     }
-    path = args.out / "query_mapping_kang.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"Wrote {path}")
+    write_json(result, args.out, "query_mapping_kang")
 
 
 if __name__ == "__main__":

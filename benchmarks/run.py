@@ -1,9 +1,9 @@
-"""One entry point for the benchmarks: clustering (Kang), speed (vs scVI) and MNIST.
+"""One entry point for the benchmarks: clustering (Kang), speed, MNIST, guided and ablation.
 
 Usage, from the repository root::
 
-    python -m benchmarks.run clustering|speed|mnist|all [--seeds 0 1 2] [--epochs N]
-        [--out benchmarks/results]
+    python -m benchmarks.run clustering|speed|mnist|ablation-kang|ablation-mnist|all
+        [--seeds 0 1 2] [--epochs N] [--out benchmarks/results]
 
 Each benchmark prints a table (median, min and max over seeds) and writes
 ``<out>/<name>.json`` (machine, versions, epochs, seeds and every row), ``<out>/<name>.csv``
@@ -28,10 +28,16 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from benchmarks import clustering_kang, mnist, speed  # noqa: E402
+from benchmarks import clustering_kang, guided_ablation, mnist, speed  # noqa: E402
 from benchmarks._common import DEFAULT_OUT, write_json  # noqa: E402
 
-BENCHMARKS = {"clustering": clustering_kang, "speed": speed, "mnist": mnist}
+BENCHMARKS = {
+    "clustering": clustering_kang,
+    "speed": speed,
+    "mnist": mnist,
+    "ablation-kang": guided_ablation.KANG,
+    "ablation-mnist": guided_ablation.MNIST,
+}
 PACKAGES = ("scgmdvae", "scvi-tools", "torch", "lightning", "scanpy", "anndata", "leidenalg")
 
 

@@ -40,6 +40,7 @@ bibtex_bibfiles = ["references.bib"]
 bibtex_reference_style = "author_year"
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
 nb_execution_mode = "off"
 nb_merge_streams = True
 

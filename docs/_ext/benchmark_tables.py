@@ -10,6 +10,7 @@ these files, so every number on it is read from the run that produced it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -19,11 +20,18 @@ ROW_KEYS = ("rows", "results")
 SKIPPED_COLUMNS = {"seed"}
 
 
+def missing(value: object) -> bool:
+    """Whether a value is absent: ``None`` or NaN (a metric that a method does not report)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def cell(value: object) -> str:
-    """A table cell: floats to three decimals, everything else as text."""
+    """A table cell: floats to three decimals, absent values empty, everything else as text."""
+    if missing(value):
+        return ""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return "" if value is None else str(value).replace("|", "\\|")
+    return str(value).replace("|", "\\|")
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
@@ -50,7 +58,7 @@ def summary_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             [method]
             + [
                 f"{cell(values[m])} ({cell(low[method][m])}–{cell(high[method][m])})"
-                if values.get(m) is not None
+                if not missing(values.get(m))
                 else ""
                 for m in metrics
             ]
