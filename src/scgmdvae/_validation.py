@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,8 +46,27 @@ def check_no_missing_values(adata: AnnData, obs_keys: Iterable[str | None]) -> N
             )
 
 
-def _values(matrix) -> np.ndarray:
-    return matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+CHUNK_ELEMENTS = 2**22
+
+
+def iter_value_chunks(matrix, chunk_elements: int | None = None) -> Iterator[np.ndarray]:
+    """Yield the stored values of ``matrix`` in flat chunks of about ``chunk_elements``.
+
+    Works on dense arrays, scipy sparse matrices (only the stored non-zeros are read) and the
+    on-disk matrices of AnnData opened with ``backed="r"`` (read a block of rows at a time),
+    so that no more than one chunk is ever copied or densified. ``None`` uses
+    ``CHUNK_ELEMENTS`` (about four million values).
+    """
+    chunk_elements = chunk_elements or CHUNK_ELEMENTS
+    if sparse.issparse(matrix):
+        for start in range(0, matrix.data.size, chunk_elements):
+            yield matrix.data[start : start + chunk_elements]
+        return
+    n_rows, n_cols = matrix.shape
+    rows = max(1, chunk_elements // max(1, n_cols))
+    for start in range(0, n_rows, rows):
+        block = matrix[start : start + rows]
+        yield block.data if sparse.issparse(block) else np.asarray(block).ravel()
 
 
 def check_data_matrix(matrix, gene_likelihood: str | None = None) -> None:
@@ -55,14 +74,20 @@ def check_data_matrix(matrix, gene_likelihood: str | None = None) -> None:
 
     Non-numeric, NaN and Inf values are refused for every likelihood (and when
     ``gene_likelihood`` is ``None``); count likelihoods need non-negative integers and
-    ``"bernoulli"`` needs values in ``[0, 1]``.
+    ``"bernoulli"`` needs values in ``[0, 1]``. Dense, sparse and backed (on-disk) matrices
+    are read in chunks (:func:`iter_value_chunks`), never densified as a whole.
     """
-    values = _values(matrix)
-    if not np.issubdtype(values.dtype, np.number):
+    if not np.issubdtype(matrix.dtype, np.number):
         raise ValueError(
-            f"The data matrix has dtype {values.dtype}; convert it to a numeric dtype "
+            f"The data matrix has dtype {matrix.dtype}; convert it to a numeric dtype "
             "(for example float32) first."
         )
+    for values in iter_value_chunks(matrix):
+        check_value_chunk(values, gene_likelihood)
+
+
+def check_value_chunk(values: np.ndarray, gene_likelihood: str | None) -> None:
+    """Run the value checks of :func:`check_data_matrix` on one flat chunk of values."""
     if not np.isfinite(values).all():
         raise ValueError("The data matrix contains NaN or Inf values; remove or impute them.")
     if gene_likelihood in COUNT_LIKELIHOODS:

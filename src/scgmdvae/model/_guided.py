@@ -15,9 +15,10 @@ from scvi.data.fields import CategoricalObsField
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.module.base import BaseModuleClass
-from scvi.train import SemiSupervisedTrainingPlan, TrainRunner
+from scvi.train import TrainRunner
 
 from .._validation import check_no_missing_values
+from ._training_plans import CGMDVAESemiSupervisedTrainingPlan
 
 if TYPE_CHECKING:
     from ._model import CGMDVAE
@@ -28,7 +29,7 @@ GUIDE_REGISTRY_KEY = "guide"
 """Registry key under which the guide clusters enter each minibatch during the guided phase."""
 
 
-class GuidedTrainingPlan(SemiSupervisedTrainingPlan):
+class GuidedTrainingPlan(CGMDVAESemiSupervisedTrainingPlan):
     """Semi-supervised plan whose labels are the guide clusters of each minibatch.
 
     Every cell of the minibatch is labelled by its guide cluster, so the module's labelled-cell

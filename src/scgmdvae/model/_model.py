@@ -29,7 +29,7 @@ from scvi.model.base import (
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
-from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
+from scvi.train import TrainRunner
 from scvi.train._callbacks import SubSampleLabels
 
 from .._constants import RESULT_KEYS
@@ -47,6 +47,7 @@ from ._generative import GenerativeMixin
 from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
 from ._query_mapping import QueryMappingMixin
+from ._training_plans import CGMDVAESemiSupervisedTrainingPlan, CGMDVAETrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,11 @@ class CGMDVAE(
         early_stopping
             Stop when the validation ELBO stops improving (see :class:`~scvi.train.Trainer`).
         accelerator, devices
-            Lightning accelerator and devices; ``"auto"`` uses a GPU when there is one.
+            Lightning accelerator and devices; ``"auto"`` uses a GPU when there is one. For
+            several devices pass ``strategy="ddp_find_unused_parameters_true"`` (scVI's
+            decoder has dispersion and zero-inflation heads that ``dispersion="gene"`` and
+            ``"nb"`` leave unused); each process then trains on its share of every epoch with
+            ``batch_size`` cells per step.
         n_samples_per_label
             Labelled cells subsampled per label and epoch (semi-supervised only).
         datasplitter_kwargs
@@ -386,7 +391,8 @@ class CGMDVAE(
         plan_kwargs
             Further arguments of the training plan; they override the ones above.
         **trainer_kwargs
-            Further arguments of :class:`~scvi.train.Trainer`.
+            Further arguments of :class:`~scvi.train.Trainer`, for example ``strategy`` or
+            ``precision="bf16-mixed"`` (mixed precision, on CPU or GPU).
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
@@ -410,14 +416,14 @@ class CGMDVAE(
                 self.adata_manager, n_samples_per_label=n_samples_per_label, **splitter_kwargs
             )
             plan_kwargs.setdefault("classification_ratio", self.module.classification_ratio)
-            training_plan = SemiSupervisedTrainingPlan(
+            training_plan = CGMDVAESemiSupervisedTrainingPlan(
                 self.module, self.module.n_clusters, **plan_kwargs
             )
             trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), SubSampleLabels()]
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:
             data_splitter = DataSplitter(self.adata_manager, **splitter_kwargs)
-            training_plan = TrainingPlan(self.module, **plan_kwargs)
+            training_plan = CGMDVAETrainingPlan(self.module, **plan_kwargs)
         trainer_kwargs.setdefault("early_stopping", early_stopping)
         runner = TrainRunner(
             self,
@@ -429,6 +435,20 @@ class CGMDVAE(
             **trainer_kwargs,
         )
         return runner()
+
+    def _make_data_loader(self, adata: AnnData, indices: Sequence[int] | None = None, **kwargs):
+        """scvi-tools' data loader; refuses unsorted ``indices`` of an AnnData opened backed.
+
+        scvi-tools reads the rows of an on-disk (``backed="r"``) AnnData in increasing order
+        within each minibatch, so outputs for unsorted indices would silently come back
+        reordered.
+        """
+        if indices is not None and adata.isbacked and (np.diff(np.asarray(indices)) < 0).any():
+            raise ValueError(
+                "adata is backed (on disk), where scvi-tools reads each minibatch's cells in "
+                "increasing order; pass `indices` sorted (`np.sort(indices)`)."
+            )
+        return super()._make_data_loader(adata, indices, **kwargs)
 
     @torch.inference_mode()
     def _posterior_summaries(
