@@ -9,6 +9,8 @@ For each dataset, with the same seed and epochs for every model:
   the number of classes (8 or 10, chosen without labels), scored alone, and c*GMΔVÆ trained
   with :meth:`~scgmdvae.CGMDVAE.train_guided` on that guide (half the epochs guided, then
   free; K = max(classes, guide clusters)), and the same with every epoch guided.
+- k-means initialisation: :meth:`~scgmdvae.CGMDVAE.train_from_kmeans` with its default phases
+  (K = number of classes, Dirichlet).
 
 Kang: cells with a ``cell_type`` annotation, 2,000 HVGs (:func:`_common.load_kang_hvg`), counts
 with the condition registered; the guide's PCA is on log-normalised counts. MNIST: a fixed
@@ -45,6 +47,7 @@ from scgmdvae.data import load_mnist
 from scgmdvae.metrics import clustering_scores
 
 GUIDE_KEY = "leiden_guide"
+WEIGHTS = ("dirichlet", "uniform")
 TRAIN_KWARGS = {"enable_progress_bar": False}
 
 
@@ -85,32 +88,37 @@ def compare(
     """Dirichlet vs uniform at each K, the guide alone and the guided models: one row each.
 
     The guided model is trained guided for half of the epochs, then freely; the row "guided
-    phase only" trains guided for all epochs, to show what the free phase changes.
+    phase only" trains guided for all epochs, to show what the free phase changes. The row
+    "k-means init" uses ``train_from_kmeans`` (its own k-means guide, no Leiden).
     """
     truth = adata.obs[truth_key]
     CGMDVAE.setup_anndata(adata, **setup)
-    runs = [
-        (f"{weights}, K={k}", k, weights, 0) for k in ks for weights in ("dirichlet", "uniform")
-    ]
     n_guide = adata.obs[GUIDE_KEY].nunique()
     k_guided = max(n_classes, n_guide)
+    trainings = {
+        "free": lambda model: model.train(max_epochs=epochs, **TRAIN_KWARGS),
+        "half guided": lambda model: model.train_guided(
+            GUIDE_KEY, max_epochs=epochs, n_epochs_guided=max(1, epochs // 2), **TRAIN_KWARGS
+        ),
+        "all guided": lambda model: model.train_guided(
+            GUIDE_KEY, max_epochs=epochs, n_epochs_guided=epochs, **TRAIN_KWARGS
+        ),
+        "k-means init": lambda model: model.train_from_kmeans(max_epochs=epochs, **TRAIN_KWARGS),
+    }
+    runs = [(f"{weights}, K={k}", k, weights, "free") for k in ks for weights in WEIGHTS]
     runs += [
-        ("guided (Leiden guide), dirichlet", k_guided, "dirichlet", max(1, epochs // 2)),
-        ("guided phase only, dirichlet", k_guided, "dirichlet", epochs),
+        ("guided (Leiden guide), dirichlet", k_guided, "dirichlet", "half guided"),
+        ("guided phase only, dirichlet", k_guided, "dirichlet", "all guided"),
+        (f"k-means init, dirichlet, K={n_classes}", n_classes, "dirichlet", "k-means init"),
     ]
     rows = [
         {"method": "guide alone (PCA + Leiden)", **score(truth, adata.obs[GUIDE_KEY], n_guide)}
     ]
-    for name, k, weights, n_epochs_guided in runs:
+    for name, k, weights, training in runs:
         scvi.settings.seed = seed
         start = time.perf_counter()
         model = CGMDVAE(adata, n_clusters=k, mixture_weights=weights, **model_kwargs)
-        if n_epochs_guided:
-            model.train_guided(
-                GUIDE_KEY, max_epochs=epochs, n_epochs_guided=n_epochs_guided, **TRAIN_KWARGS
-            )
-        else:
-            model.train(max_epochs=epochs, **TRAIN_KWARGS)
+        trainings[training](model)
         row = {"method": name, **score(truth, model.predict_clusters(), k)}
         row["seconds"] = round(time.perf_counter() - start, 1)
         print(row, flush=True)

@@ -1,4 +1,4 @@
-"""Clustering-guided training (``train_guided``) and the uniform-weights ablation."""
+"""Clustering-guided training (``train_guided``, ``train_from_kmeans``) and uniform weights."""
 
 import numpy as np
 import pandas as pd
@@ -97,3 +97,43 @@ def test_uniform_weights_drop_the_dirichlet():
     loss.loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in module.dirichlet_head.parameters())
     assert module.cluster_head.readouts[0].weight.grad.abs().sum() > 0
+
+
+def test_kmeans_initialisation_recovers_blobs_and_leaves_adata():
+    adata = _blobs_with_guide(0.0)
+    obs_before, uns_before = adata.obs.copy(), set(adata.uns)
+    model = CGMDVAE(adata, n_clusters=4)
+    model.train_from_kmeans(
+        max_epochs=N_EPOCHS, n_epochs_pretrain=10, n_epochs_guided=15, enable_progress_bar=False
+    )
+    assert adjusted_rand_index(adata.obs["cluster"], model.predict_clusters()) >= 0.9
+    history = model.history
+    assert len(history["elbo_train"]) == N_EPOCHS
+    # metrics first logged in the guided phase are kept, indexed by their epochs
+    assert list(history["train_classification_loss"].index) == list(range(10, 25))
+    # the k-means clusters are learnable: q(y|z,c) reproduces them by the end of the guided phase
+    assert history["train_accuracy"].iloc[-1, 0] > 0.95
+    pd.testing.assert_frame_equal(adata.obs, obs_before)
+    assert set(adata.uns) == uns_before
+    assert model.module.n_labels == 0
+
+
+@pytest.mark.parametrize(
+    ("epochs", "match"),
+    [
+        ({"max_epochs": 10, "n_epochs_pretrain": 6, "n_epochs_guided": 5}, "add up to at most"),
+        ({"max_epochs": 10, "n_epochs_pretrain": 0}, "at least 1"),
+    ],
+)
+def test_kmeans_initialisation_refuses_bad_epochs_before_training(epochs, match):
+    model = CGMDVAE(_blobs_with_guide(0.0), n_clusters=4)
+    with pytest.raises(ValueError, match=match):
+        model.train_from_kmeans(**epochs)
+    assert not model.is_trained
+
+
+def test_kmeans_initialisation_on_labelled_model_raises():
+    adata = _blobs_with_guide(0.0)
+    CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cluster")
+    with pytest.raises(ValueError, match="train_from_kmeans is for models without"):
+        CGMDVAE(adata).train_from_kmeans(max_epochs=2)
