@@ -3,12 +3,13 @@
 Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all cells, see
 :func:`_common.load_kang_hvg`), condition registered for the models that take one. Per seed:
 
-- c*GMΔVÆ, K = 8: ``predict_clusters`` (the model's own q(y|z,c)); k-means (K = 8) on its
-  latent means is reported beside it as a diagnostic.
+- c*GMΔVÆ, K = 8: ``predict_clusters`` (the model's own q(y|z,c)); k-means (K = 8) and
+  Leiden on its latent means are reported beside it as diagnostics.
 - c*GMΔVÆ, K = 8, trained with ``train_from_kmeans`` (pre-training, mixture initialised from
   k-means on the latent means, then guided and free training): its own clusters.
 - c*GMΔVÆ, K = 20, ``dirichlet_alpha = 0.1``: clusters holding ≥ 1 % of cells, ARI/NMI.
-- scVI (scvi-tools defaults, ``batch_key="condition"``) + Leiden on its latent.
+- scVI (scvi-tools defaults, ``batch_key="condition"``) + Leiden on its latent, and k-means
+  (K = 8) on it as a diagnostic.
 - PCA (50 components of log-normalised counts) + Leiden.
 
 The Leiden resolution is chosen without labels: a few resolutions are scanned on the kNN
@@ -67,12 +68,21 @@ def train_cgmdvae(
 def run_cgmdvae(adata: ad.AnnData, seed: int, epochs: int, **model_kwargs) -> list[dict]:
     """The model's own clusters at K = 8, and k-means on its latent means."""
     model = train_cgmdvae(adata, epochs, n_clusters=N_CLUSTERS, **model_kwargs)
-    latent = model.get_latent_representation()
-    kmeans = KMeans(N_CLUSTERS, n_init=10, random_state=seed).fit_predict(latent)
     own = np.asarray(model.predict_clusters(), dtype=str)
     return [
         {"method": "c*GMΔVÆ K=8 (own clusters)", **score(adata, own)},
-        {"method": "c*GMΔVÆ K=8 latent + k-means", **score(adata, kmeans)},
+        *latent_clusterings(adata, model.get_latent_representation(), "c*GMΔVÆ K=8", seed),
+    ]
+
+
+def latent_clusterings(adata: ad.AnnData, latent: np.ndarray, name: str, seed: int) -> list[dict]:
+    """k-means (K = 8) and Leiden (resolution closest to 8 clusters) on a latent space."""
+    adata.obsm["X_latent"] = latent
+    kmeans = KMeans(N_CLUSTERS, n_init=10, random_state=seed).fit_predict(latent)
+    leiden, resolution = leiden_closest_to(adata, "X_latent", N_CLUSTERS, seed, RESOLUTIONS)
+    return [
+        {"method": f"{name} latent + k-means", **score(adata, kmeans)},
+        {"method": f"{name} latent + Leiden", **score(adata, leiden), "resolution": resolution},
     ]
 
 
@@ -99,9 +109,10 @@ def run_scvi(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
     scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="condition")
     model = scvi.model.SCVI(adata)
     model.train(max_epochs=epochs, **TRAIN_KWARGS)
-    adata.obsm["X_scvi"] = model.get_latent_representation()
-    clusters, resolution = leiden_closest_to(adata, "X_scvi", N_CLUSTERS, seed, RESOLUTIONS)
-    return [{"method": "scVI + Leiden", **score(adata, clusters), "resolution": resolution}]
+    scvi_kmeans, scvi_leiden = latent_clusterings(
+        adata, model.get_latent_representation(), "scVI", seed
+    )
+    return [{**scvi_leiden, "method": "scVI + Leiden"}, scvi_kmeans]
 
 
 def run_pca(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
