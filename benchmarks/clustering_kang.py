@@ -66,7 +66,7 @@ def train_cgmdvae(
 
 
 def run_cgmdvae(adata: ad.AnnData, seed: int, epochs: int, **model_kwargs) -> list[dict]:
-    """The model's own clusters at K = 8, and k-means on its latent means."""
+    """The model's own clusters at K = 8, and k-means and Leiden on its latent means."""
     model = train_cgmdvae(adata, epochs, n_clusters=N_CLUSTERS, **model_kwargs)
     own = np.asarray(model.predict_clusters(), dtype=str)
     return [
