@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--marginal-kl-y-weight", type=float, default=0.0)
     parser.add_argument("--kl-w-weight", type=float, default=1.0)
+    parser.add_argument("--mixture-weights", choices=("dirichlet", "uniform"), default="dirichlet")
     args = parser.parse_args()
     run(
         args.seeds,
@@ -191,6 +192,7 @@ def main() -> None:
         (run_cgmdvae, run_kmeans_init),
         marginal_kl_y_weight=args.marginal_kl_y_weight,
         kl_w_weight=args.kl_w_weight,
+        mixture_weights=args.mixture_weights,
     )
 
 
