@@ -9,7 +9,7 @@ Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all c
   k-means on the latent means, then guided and free training): its own clusters.
 - c*GMΔVÆ, K = 8, ``kl_w_weight = 20``: ``q(w|x,c)`` is held close to ``p(w)``, so the
   components ``p(z|w,y,c)`` can barely move with ``w`` and stay close to fixed Gaussians: its
-  own clusters.
+  own clusters, with Dirichlet and with uniform mixture weights.
 - c*GMΔVÆ, K = 20, ``dirichlet_alpha = 0.1``: clusters holding ≥ 1 % of cells, ARI/NMI.
 - scVI (scvi-tools defaults, ``batch_key="condition"``) + Leiden on its latent, and k-means
   (K = 8) on it as a diagnostic.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import anndata as ad
 import numpy as np
@@ -101,12 +102,23 @@ def run_kmeans_init(adata: ad.AnnData, seed: int, epochs: int, **model_kwargs) -
     return [own_clusters(adata, model, "c*GMΔVÆ K=8 k-means init")]
 
 
-def run_rigid_components(adata: ad.AnnData, seed: int, epochs: int, **model_kwargs) -> list[dict]:
+def run_rigid_components(
+    adata: ad.AnnData, seed: int, epochs: int, mixture_weights: str = "dirichlet", **model_kwargs
+) -> list[dict]:
     """The model's own clusters at K = 8 with ``kl_w_weight = 20``."""
     model = train_cgmdvae(
-        adata, epochs, n_clusters=N_CLUSTERS, kl_w_weight=RIGID_KL_W_WEIGHT, **model_kwargs
+        adata,
+        epochs,
+        n_clusters=N_CLUSTERS,
+        kl_w_weight=RIGID_KL_W_WEIGHT,
+        mixture_weights=mixture_weights,
+        **model_kwargs,
     )
-    return [own_clusters(adata, model, f"c*GMΔVÆ K=8 kl_w_weight={RIGID_KL_W_WEIGHT:g}")]
+    weights = "" if mixture_weights == "dirichlet" else f" {mixture_weights}"
+    return [own_clusters(adata, model, f"c*GMΔVÆ K=8 kl_w_weight={RIGID_KL_W_WEIGHT:g}{weights}")]
+
+
+run_rigid_uniform = partial(run_rigid_components, mixture_weights="uniform")
 
 
 def run_sparse(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
@@ -140,8 +152,8 @@ def run_pca(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
     return [{"method": "PCA + Leiden", **score(adata, clusters), "resolution": resolution}]
 
 
-METHODS = (run_cgmdvae, run_kmeans_init, run_rigid_components, run_sparse, run_scvi, run_pca)
-MODEL_METHODS = (run_cgmdvae, run_kmeans_init, run_rigid_components)
+MODEL_METHODS = (run_cgmdvae, run_kmeans_init, run_rigid_components, run_rigid_uniform)
+METHODS = (*MODEL_METHODS, run_sparse, run_scvi, run_pca)
 
 
 def labelled_cells(adata: ad.AnnData) -> ad.AnnData:
