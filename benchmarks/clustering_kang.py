@@ -71,9 +71,17 @@ def train_cgmdvae(
 
 
 def own_clusters(adata: ad.AnnData, model: CGMDVAE, name: str) -> dict:
-    """Scores of the model's own clusters (``predict_clusters``) as a row named ``name``."""
+    """Scores of the model's own clusters (``predict_clusters``) as a row named ``name``.
+
+    The row also holds the model's ELBO per cell over all cells (``get_elbo``, higher is
+    better), to check whether the ELBO would pick the better of several seeds.
+    """
     clusters = np.asarray(model.predict_clusters(), dtype=str)
-    return {"method": f"{name} (own clusters)", **score(adata, clusters)}
+    return {
+        "method": f"{name} (own clusters)",
+        **score(adata, clusters),
+        "elbo": float(model.get_elbo()),
+    }
 
 
 def run_cgmdvae(adata: ad.AnnData, seed: int, epochs: int, **model_kwargs) -> list[dict]:

@@ -1,5 +1,6 @@
 """Clustering-guided training (``train_guided``, ``train_from_kmeans``) and uniform weights."""
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +117,25 @@ def test_kmeans_initialisation_recovers_blobs_and_leaves_adata():
     pd.testing.assert_frame_equal(adata.obs, obs_before)
     assert set(adata.uns) == uns_before
     assert model.module.n_labels == 0
+
+
+@pytest.mark.parametrize("method", ["train_guided", "train_from_kmeans"])
+def test_guided_training_leaves_the_setup_for_new_data(method):
+    """The guide is not added to the model's setup: new AnnData without it is accepted."""
+    adata = _blobs_with_guide(0.0)
+    model = CGMDVAE(adata, n_clusters=4)
+    guide_key = ("guide",) if method == "train_guided" else ()
+    getattr(model, method)(*guide_key, max_epochs=4, n_epochs_guided=2, enable_progress_bar=False)
+    new = ad.AnnData(
+        adata.X.copy(),
+        obs=adata.obs.drop(columns="guide"),
+        var=adata.var.copy(),
+        layers={"counts": adata.layers["counts"].copy()},
+    )
+    np.testing.assert_array_equal(
+        model.get_latent_representation(new), model.get_latent_representation()
+    )
+    np.testing.assert_array_equal(model.predict_clusters(new), model.predict_clusters())
 
 
 @pytest.mark.parametrize(

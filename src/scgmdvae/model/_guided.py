@@ -119,7 +119,10 @@ class GuidedTrainingMixin:
     def _guide_manager(self: CGMDVAE, guide_key: str, guide: pd.Categorical) -> AnnDataManager:
         """Transfer the model's setup, plus the guide field, to a copy of ``adata``'s annotations.
 
-        The copy shares the data matrix with ``adata``, which is left as it was.
+        The copy shares the data matrix with ``adata``, which is left as it was. The model's own
+        setup is left as it was too: scvi-tools' transferred manager shares its list of fields
+        with the model's manager, and ``register_new_fields`` extends that list in place, which
+        would make every later AnnData need the guide column.
         """
         source = self.adata
         layer = self.registry_["setup_args"]["layer"]
@@ -132,6 +135,7 @@ class GuidedTrainingMixin:
             layers=None if layer is None else {layer: source.layers[layer]},
         )
         manager = self.adata_manager.transfer_fields(guided)
+        manager.fields = list(manager.fields)
         manager.register_new_fields([CategoricalObsField(GUIDE_REGISTRY_KEY, guide_key)])
         return manager
 
