@@ -326,8 +326,8 @@ class GuidedTrainingMixin:
         4. *Free phase* (the remaining epochs): unsupervised training from there.
 
         On Kang et al. (2018) this made the model's own clusters better on median and much less
-        dependent on the seed; on MNIST it did not help (see the benchmarks page). ``adata`` is
-        not modified; :attr:`history` holds all phases.
+        dependent on the seed; on MNIST it helped only after a long pre-training (see the
+        benchmarks page). ``adata`` is not modified; :attr:`history` holds all phases.
 
         Parameters
         ----------
