@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -91,3 +93,13 @@ def add_guide(adata: ad.AnnData, n_classes: int, seed: int, log_normalise: bool)
     clusters, resolution = leiden_closest_to(pcs, "X_pca", n_classes, seed)
     adata.obs[GUIDE_KEY] = pd.Categorical(clusters)
     return resolution
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One entry of :mod:`benchmarks.run`: a name, default epochs, figure metrics and a run."""
+
+    NAME: str
+    DEFAULT_EPOCHS: int
+    FIGURE_METRICS: tuple[str, ...]
+    run: Callable[[list[int], int], dict]

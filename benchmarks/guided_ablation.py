@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
-from benchmarks._common import GUIDE_KEY, add_guide, load_kang_hvg
+from benchmarks._common import GUIDE_KEY, Benchmark, add_guide, load_kang_hvg
 from benchmarks.mnist import DEFAULT_MNIST
 from scipy.stats import entropy
 
@@ -165,16 +164,6 @@ def run_on(load: Callable[[], tuple[ad.AnnData, dict]], seeds: list[int], epochs
         new[0]["leiden_resolution"] = resolution
         rows.extend({**row, "seed": seed} for row in new)
     return {"n_cells": adata.n_obs, "n_genes": adata.n_vars, "rows": rows}
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One entry of :mod:`benchmarks.run`: a name, default epochs, figure metrics and a run."""
-
-    NAME: str
-    DEFAULT_EPOCHS: int
-    FIGURE_METRICS: tuple[str, ...]
-    run: Callable[[list[int], int], dict]
 
 
 FIGURE_METRICS = ("ari", "nmi", "accuracy", "n_clusters_1pct")

@@ -75,3 +75,33 @@ def test_marginal_kl_y_is_the_marginal_part_of_the_y_term():
     one_cluster = torch.nn.functional.one_hot(torch.zeros(10, dtype=torch.long), 5).float()
     torch.testing.assert_close(terms.marginal_kl_y(one_cluster), torch.tensor(math.log(5)))
     torch.testing.assert_close(terms.marginal_kl_y(torch.eye(5)), torch.tensor(0.0))
+
+
+def test_mutual_information_y_c_matches_monte_carlo():
+    torch.manual_seed(0)
+    n_cells, n_conditions, n_clusters = 60, 3, 4
+    q_y = torch.softmax(2 * torch.randn(n_cells, n_clusters), -1)
+    condition = torch.randint(0, n_conditions, (n_cells, 1))
+    y = Categorical(q_y).sample((N_SAMPLES // n_cells,))
+    joint = torch.zeros(n_conditions, n_clusters)
+    pairs = (condition.view(-1).expand_as(y).reshape(-1), y.reshape(-1))
+    joint.index_put_(pairs, torch.ones(y.numel()), accumulate=True)
+    joint /= joint.sum()
+    independent = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+    monte_carlo = torch.special.xlogy(joint, joint / independent).sum()
+    closed_form = terms.mutual_information_y_c(q_y, condition, n_conditions)
+    torch.testing.assert_close(closed_form, monte_carlo, atol=5e-3, rtol=2e-2)
+
+
+def test_mutual_information_y_c_is_zero_for_shared_and_log_n_for_separate_clusters():
+    torch.manual_seed(0)
+    q_y = torch.softmax(torch.randn(10, 4), -1)
+    condition = torch.tensor([0] * 10 + [1] * 10)
+    shared = terms.mutual_information_y_c(torch.cat([q_y, q_y]), condition, 2)
+    torch.testing.assert_close(shared, torch.tensor(0.0))
+    separate = torch.nn.functional.one_hot(condition, 4).float()
+    torch.testing.assert_close(
+        terms.mutual_information_y_c(separate, condition, 2), torch.tensor(math.log(2))
+    )
+    one_condition = terms.mutual_information_y_c(q_y, torch.zeros(10), 1)
+    torch.testing.assert_close(one_condition, torch.tensor(0.0))

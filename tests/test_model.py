@@ -136,3 +136,21 @@ def test_invalid_number_of_clusters_raises():
     CGMDVAE.setup_anndata(adata)
     with pytest.raises(ValueError, match="n_clusters"):
         CGMDVAE(adata, n_clusters=1)
+
+
+def test_mi_y_c_weight_adds_the_condition_dependence_of_the_clusters(trained_blobs):
+    model, adata = trained_blobs
+    assert "mi_y_c_train" in model.history
+    tensors = next(iter(model._make_data_loader(adata, batch_size=256)))
+    losses = {}
+    try:
+        for weight in (0.0, 3.0):
+            model.module.mi_y_c_weight = weight
+            torch.manual_seed(0)
+            _, _, losses[weight] = model.module(tensors, loss_kwargs={"kl_weight": 0.5})
+    finally:
+        model.module.mi_y_c_weight = 0.0
+    mi_y_c = losses[0.0].extra_metrics["mi_y_c"]
+    assert 0.0 <= mi_y_c <= np.log(2)
+    added = losses[3.0].loss - losses[0.0].loss  # a difference of losses of a few hundred
+    torch.testing.assert_close(added, 0.5 * 3.0 * mi_y_c, atol=1e-4, rtol=1e-3)

@@ -103,7 +103,8 @@ class CGMDVAE(
     **module_kwargs
         Further arguments of :class:`~scgmdvae.module.CGMDVAEModule`, for example the term
         weights ``kl_z_weight``, ``kl_w_weight``, ``kl_y_weight``, ``kl_d_weight``,
-        ``classification_ratio`` or ``dispersion``.
+        ``classification_ratio``, ``marginal_kl_y_weight``, ``mi_y_c_weight`` or
+        ``dispersion``.
 
     Examples
     --------

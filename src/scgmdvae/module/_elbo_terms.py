@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
+
+LOG_EPS = 1e-8
 
 
 def gaussian_kl_to_components(
@@ -73,3 +76,22 @@ def marginal_kl_y(responsibilities: torch.Tensor) -> torch.Tensor:
     """
     mean = responsibilities.mean(0)
     return torch.special.xlogy(mean, mean).sum() + math.log(mean.shape[-1])
+
+
+def mutual_information_y_c(
+    responsibilities: torch.Tensor, condition: torch.Tensor, n_conditions: int
+) -> torch.Tensor:
+    """I(y; c) of the minibatch: how much cluster usage depends on the condition (one value).
+
+    The joint of cluster and condition is ``(1/N) Σ_n q(y|z_n,c_n) · onehot(c_n)``, so
+    ``I(y; c) = Σ_c p(c) KL(q̄_c(y) ‖ q̄(y))`` with ``q̄_c`` the mean of ``q(y|z,c)`` over the
+    cells of condition ``c`` and ``q̄`` over all cells. It is ``0`` when every condition uses
+    the clusters in the same proportions and at most ``log(n_conditions)``, reached when no
+    cluster holds cells of two conditions.
+    """
+    one_hot = F.one_hot(condition.long().view(-1), n_conditions).to(responsibilities.dtype)
+    share = one_hot.mean(0)
+    per_condition = (one_hot.T @ responsibilities) / one_hot.sum(0).clamp(min=1).unsqueeze(-1)
+    marginal = responsibilities.mean(0)
+    log_ratio = torch.log(per_condition + LOG_EPS) - torch.log(marginal + LOG_EPS)
+    return (share * (per_condition * log_ratio).sum(-1)).sum()

@@ -90,6 +90,13 @@ class CGMDVAEModule(BaseModuleClass):
         information between cells and clusters plus this marginal KL; weighting the marginal
         part more keeps every component in use, at the price of pushing towards equal cluster
         sizes. ``0`` (default) is the ELBO.
+    mi_y_c_weight
+        Weight of an extra term ``I(y; c)``, the mutual information between the cluster
+        ``q(y|z,c)`` and the condition over the minibatch: above 0 it penalises clusters that
+        hold mostly one condition. It assumes that the conditions share their cell types and
+        proportions roughly (batches, technologies, a treatment that changes states but not
+        types), and works against clusters that exist in one condition only. ``0`` (default)
+        is the ELBO.
     mean_bound, log_var_bound
         Soft-clipping bounds of Gaussian means and log-variances.
     concentration_floor
@@ -121,6 +128,7 @@ class CGMDVAEModule(BaseModuleClass):
         kl_d_weight: float = 1.0,
         classification_ratio: float = 50.0,
         marginal_kl_y_weight: float = 0.0,
+        mi_y_c_weight: float = 0.0,
         mean_bound: float = 10.0,
         log_var_bound: float = 8.0,
         concentration_floor: float = 1e-2,
@@ -145,6 +153,7 @@ class CGMDVAEModule(BaseModuleClass):
         }
         self.classification_ratio = classification_ratio
         self.marginal_kl_y_weight = marginal_kl_y_weight
+        self.mi_y_c_weight = mi_y_c_weight
         self.mean_bound = mean_bound
         self.log_var_bound = log_var_bound
         self.concentration_floor = concentration_floor
@@ -409,6 +418,7 @@ class CGMDVAEModule(BaseModuleClass):
 
         ``loss = mean(reconstruction + kl_weight · Σ_t weight_t · kl_t)
         + kl_weight · marginal_kl_y_weight · KL(q̄(y) ‖ Uniform)
+        + kl_weight · mi_y_c_weight · I(y; c)
         + classification_ratio · mean(−log q(y|z))``, where the classification term uses
         ``labelled_tensors`` when given (semi-supervised training) and otherwise the labelled
         cells of the minibatch.
@@ -418,8 +428,13 @@ class CGMDVAEModule(BaseModuleClass):
         kl_local = {name: per_cell[name] for name in self.term_weights}
         weighted_kl = sum(self.term_weights[name] * value for name, value in kl_local.items())
         loss = torch.mean(per_cell["reconstruction_loss"] + kl_weight * weighted_kl)
-        marginal_kl_y = terms.marginal_kl_y(F.softmax(inference_outputs["qy_logits"], dim=-1))
+        responsibilities = F.softmax(inference_outputs["qy_logits"], dim=-1)
+        marginal_kl_y = terms.marginal_kl_y(responsibilities)
         loss = loss + kl_weight * self.marginal_kl_y_weight * marginal_kl_y
+        mi_y_c = terms.mutual_information_y_c(
+            responsibilities, tensors[REGISTRY_KEYS.BATCH_KEY], max(self.n_batch, 1)
+        )
+        loss = loss + kl_weight * self.mi_y_c_weight * mi_y_c
 
         classification = true_labels = logits = None
         if labelled_tensors is not None:
@@ -443,6 +458,7 @@ class CGMDVAEModule(BaseModuleClass):
             logits=logits,
             extra_metrics={
                 "marginal_kl_y": marginal_kl_y.detach(),
+                "mi_y_c": mi_y_c.detach(),
                 **{name: value.mean().detach() for name, value in kl_local.items()},
             },
         )
