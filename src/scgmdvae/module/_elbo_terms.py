@@ -3,7 +3,8 @@
 Notation follows the model: ``q(z|x,c)`` and ``q(w|x,c)`` are diagonal Gaussians, ``q(y|z,c)`` is
 a categorical with probabilities ``q_k`` (or the one-hot observed label), ``q(d|z,c)`` is a
 Dirichlet with concentrations ``g``, ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``,
-``p(w) = N(0, I)`` and ``p(d) = Dir(alpha)``. Every function returns one value per cell.
+``p(w) = N(0, I)`` and ``p(d) = Dir(alpha)``. Every function returns one value per cell, except
+the two minibatch terms outside the ELBO, ``marginal_kl_y`` and ``mutual_information_y_c``.
 """
 
 from __future__ import annotations

@@ -428,11 +428,11 @@ class CGMDVAEModule(BaseModuleClass):
         kl_local = {name: per_cell[name] for name in self.term_weights}
         weighted_kl = sum(self.term_weights[name] * value for name, value in kl_local.items())
         loss = torch.mean(per_cell["reconstruction_loss"] + kl_weight * weighted_kl)
-        responsibilities = F.softmax(inference_outputs["qy_logits"], dim=-1)
-        marginal_kl_y = terms.marginal_kl_y(responsibilities)
+        q_y = F.softmax(inference_outputs["qy_logits"], dim=-1)
+        marginal_kl_y = terms.marginal_kl_y(q_y)
         loss = loss + kl_weight * self.marginal_kl_y_weight * marginal_kl_y
         mi_y_c = terms.mutual_information_y_c(
-            responsibilities, tensors[REGISTRY_KEYS.BATCH_KEY], max(self.n_batch, 1)
+            q_y, tensors[REGISTRY_KEYS.BATCH_KEY], max(self.n_batch, 1)
         )
         loss = loss + kl_weight * self.mi_y_c_weight * mi_y_c
 
