@@ -106,7 +106,8 @@ def test_observed_labels_replace_cluster_posterior():
     module = scgmdvae.CGMDVAEModule(n_input=5, n_clusters=4, n_labels=3)
     logits = torch.zeros(3, 4)
     labels = torch.tensor([[1], [3], [0]])  # code 3 == n_labels: unlabelled
-    q_y = module.responsibilities(logits, labels)
+    q_y, log_q_y = module.responsibilities(logits, labels)
+    torch.testing.assert_close((q_y * log_q_y)[[0, 2]], torch.zeros(2, 4))
     torch.testing.assert_close(q_y[0], torch.tensor([0.0, 1.0, 0.0, 0.0]))
     torch.testing.assert_close(q_y[1], torch.full((4,), 0.25))
     torch.testing.assert_close(q_y[2], torch.tensor([1.0, 0.0, 0.0, 0.0]))

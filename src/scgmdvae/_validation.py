@@ -144,3 +144,23 @@ def check_known_categories(adata: AnnData, known: Mapping[str, Sequence[str]]) -
                 "Map these cells with `CGMDVAE.load_query_data`, which extends the model to new "
                 "categories."
             )
+
+
+def check_size_factors(adata: AnnData, size_factor_key: str | None) -> None:
+    """Raise a ``ValueError`` unless ``adata.obs[size_factor_key]`` is finite and positive.
+
+    The model takes the log of each size factor, so a zero, negative, NaN or Inf factor would
+    turn the reconstruction term into NaN or Inf at the first minibatch that holds the cell.
+    """
+    if size_factor_key is None:
+        return
+    if size_factor_key not in adata.obs:
+        raise KeyError(f"Column {size_factor_key!r}, the size factors, is not in adata.obs.")
+    values = pd.to_numeric(adata.obs[size_factor_key], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        raise ValueError(
+            f"adata.obs[{size_factor_key!r}] must hold finite, positive size factors; "
+            f"{int(bad.sum())} cells do not (first: {list(adata.obs_names[bad][:5])}). "
+            "Drop those cells, or register no size factor to use each cell's library size."
+        )

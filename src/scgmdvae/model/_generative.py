@@ -262,6 +262,7 @@ class GenerativeMixin:
         latent: str,
         z: torch.Tensor,
         w: torch.Tensor,
+        qy_logits: torch.Tensor,
         labels: torch.Tensor,
         observed: Covariates,
         counterfactual: Covariates,
@@ -269,10 +270,7 @@ class GenerativeMixin:
         """``z'`` of :meth:`predict_condition_response` from posterior means ``z`` and ``w``."""
         if latent == "posterior":
             return z
-        logits = self.module.cluster_logits(
-            z, observed["batch_index"], observed["cat_covs"], observed["cont_covs"]
-        )
-        y = self.module.responsibilities(logits, labels).argmax(-1)
+        y = self.module.responsibilities(qy_logits, labels)[0].argmax(-1)
         mean, variance = self._component(w, y, counterfactual)
         if latent == "prior_mean":
             return mean
@@ -365,6 +363,7 @@ class GenerativeMixin:
                 latent,
                 inference["qz"].loc,
                 inference["qw"].loc,
+                inference["qy_logits"],
                 tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device),
                 observed,
                 counterfactual,

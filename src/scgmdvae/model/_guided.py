@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +13,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.module.base import BaseModuleClass
 from scvi.train import TrainRunner
 from scvi.train._trainrunner import _safe_load_logger_history
 from sklearn.cluster import KMeans
@@ -77,17 +74,6 @@ class PhaseTrainRunner(TrainRunner):
             if key not in known:
                 values.index = values.index + n_epochs_before
                 self.model.history_[key] = values
-
-
-@contextmanager
-def supervised_by(module: BaseModuleClass, n_labels: int) -> Iterator[None]:
-    """Let ``module`` treat label codes below ``n_labels`` as observed, then restore it."""
-    previous = module.n_labels
-    module.n_labels = n_labels
-    try:
-        yield
-    finally:
-        module.n_labels = previous
 
 
 class GuidedTrainingMixin:
@@ -276,6 +262,7 @@ class GuidedTrainingMixin:
             classification_ratio=(
                 self.module.classification_ratio if guide_weight is None else guide_weight
             ),
+            n_observed_labels=len(guide.categories),
             **{
                 "lr": lr,
                 "n_epochs_kl_warmup": n_epochs_kl_warmup,
@@ -285,16 +272,15 @@ class GuidedTrainingMixin:
         )
         # Lightning keeps the mode it finds; a trained model is left in eval mode by scvi-tools.
         self.module.train()
-        with supervised_by(self.module, len(guide.categories)):
-            PhaseTrainRunner(
-                self,
-                training_plan=training_plan,
-                data_splitter=data_splitter,
-                max_epochs=n_epochs_guided,
-                accelerator=accelerator,
-                devices=devices,
-                **trainer_kwargs,
-            )()
+        PhaseTrainRunner(
+            self,
+            training_plan=training_plan,
+            data_splitter=data_splitter,
+            max_epochs=n_epochs_guided,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )()
         if max_epochs > n_epochs_guided:
             self.module.train()
             self.train(

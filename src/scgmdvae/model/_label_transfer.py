@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
@@ -18,14 +17,6 @@ if TYPE_CHECKING:
     from ._model import CGMDVAE
 
 logger = logging.getLogger(__name__)
-
-_COMPONENT_PARAMETERS = (
-    "prior_concentration",
-    "cluster_head.readouts.0.",
-    "dirichlet_head.readouts.0.",
-    "prior_network.readouts.0.",
-)
-"""Parameters indexed by mixture component (their first axis is ``K`` or ``2 × K × n_latent``)."""
 
 
 def component_order(
@@ -61,34 +52,6 @@ def component_order(
     unmatched = iter(k for k in range(n_clusters) if k not in matched.values())
     order = [matched[k] if k in matched else next(unmatched) for k in range(n_labels)]
     return np.array(order + list(unmatched))
-
-
-def _reorder_components(name: str, value: torch.Tensor, order: np.ndarray) -> torch.Tensor:
-    """Permute the component axis of a parameter listed in ``_COMPONENT_PARAMETERS``."""
-    blocks = 2 if name.startswith("prior_network.") else 1
-    grouped = value.reshape(blocks, len(order), -1)
-    return grouped[:, torch.as_tensor(order)].reshape(value.shape)
-
-
-def transferable_state(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], order: np.ndarray | None
-) -> dict[str, torch.Tensor]:
-    """Entries of ``source`` that fit ``target``, with components permuted by ``order``.
-
-    An entry is kept when ``target`` has a tensor of the same name and shape. Component-indexed
-    parameters are kept only when ``order`` is given (both models have the same number of
-    components) and are permuted with it.
-    """
-    state = {}
-    for name, value in source.items():
-        if name not in target or target[name].shape != value.shape:
-            continue
-        if name.startswith(_COMPONENT_PARAMETERS):
-            if order is None:
-                continue
-            value = _reorder_components(name, value, order)
-        state[name] = value
-    return state
 
 
 class LabelTransferMixin:
@@ -197,8 +160,16 @@ class LabelTransferMixin:
                 old_assignments[labelled], codes[labelled], n_labels, n_clusters
             )
         target = new_model.module.state_dict()
-        state = transferable_state(model.module.state_dict(), target, order)
+        state = {
+            name: value
+            for name, value in model.module.state_dict().items()
+            if name in target
+            and target[name].shape == value.shape
+            and (order is not None or not new_model.module.is_component_parameter(name))
+        }
         new_model.module.load_state_dict(state, strict=False)
+        if order is not None:
+            new_model.module.permute_components(order)
         logger.info(
             "Copied %d of %d tensors; not copied: %s",
             len(state),

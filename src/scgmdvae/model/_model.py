@@ -39,6 +39,7 @@ from .._validation import (
     check_no_missing_values,
     check_same_genes,
     check_setup_keys,
+    check_size_factors,
 )
 from .._version import __version__
 from ..module import CGMDVAEModule
@@ -230,6 +231,7 @@ class CGMDVAE(
         check_setup_keys(adata, layer, obs_keys)
         check_no_missing_values(adata, [*covariate_keys, *(continuous_covariate_keys or [])])
         check_data_matrix(adata.X if layer is None else adata.layers[layer])
+        check_size_factors(adata, size_factor_key)
         if labels_key is not None and adata.obs[labels_key].isna().any():
             logger.info(
                 "Missing values in adata.obs[%r] become %r.", labels_key, unlabeled_category
@@ -299,6 +301,7 @@ class CGMDVAE(
         check_data_matrix(
             adata.X if layer is None else adata.layers[layer], self.module.gene_likelihood
         )
+        check_size_factors(adata, setup["size_factor_key"])
         return super()._validate_anndata(adata, copy_if_view)
 
     def _registered_categories(self) -> dict[str, list[str]]:
@@ -458,27 +461,17 @@ class CGMDVAE(
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """One pass over the data: means of q(z|x,c), q(w|x,c) and q(y|z,c) at the mean of z."""
+        """One pass over the data: means of q(z|x,c) and q(w|x,c), and q(y|z,c)."""
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         outputs: dict[str, list[torch.Tensor]] = {"z": [], "w": [], "cluster_probs": []}
         for tensors in dataloader:
-            inference_inputs = self.module._get_inference_input(tensors)
-            inference = self.module.inference(**inference_inputs)
-            z_mean = inference["qz"].loc
-            logits = self.module.cluster_logits(
-                z_mean,
-                inference_inputs["batch_index"].to(z_mean.device),
-                *(
-                    None if v is None else v.to(z_mean.device)
-                    for v in (inference_inputs["cat_covs"], inference_inputs["cont_covs"])
-                ),
-            )
-            outputs["z"].append(z_mean.cpu())
+            inference = self.module.inference(**self.module._get_inference_input(tensors))
+            outputs["z"].append(inference["qz"].loc.cpu())
             outputs["w"].append(inference["qw"].loc.cpu())
-            outputs["cluster_probs"].append(torch.softmax(logits, dim=-1).cpu())
+            outputs["cluster_probs"].append(torch.softmax(inference["qy_logits"], dim=-1).cpu())
         return {key: torch.cat(values).numpy() for key, values in outputs.items()}
 
     def get_latent_representation(

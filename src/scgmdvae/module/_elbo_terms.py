@@ -2,7 +2,8 @@
 
 Notation follows the model: ``q(z|x,c)`` and ``q(w|x,c)`` are diagonal Gaussians, ``q(y|z,c)`` is
 a categorical with probabilities ``q_k`` (or the one-hot observed label), ``q(d|z,c)`` is a
-Dirichlet with concentrations ``g``, ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``,
+Dirichlet with concentrations ``g`` (both networks of ``z`` are evaluated at the posterior mean
+of ``z``, so they depend on ``x`` and ``c`` only), ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``,
 ``p(w) = N(0, I)`` and ``p(d) = Dir(alpha)``. Every function returns one value per cell, except
 the two minibatch terms outside the ELBO, ``marginal_kl_y`` and ``mutual_information_y_c``.
 """
@@ -12,10 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
-
-LOG_EPS = 1e-8
 
 
 def gaussian_kl_to_components(
@@ -40,7 +38,11 @@ def gaussian_kl_to_components(
 
 
 def kl_z(responsibilities: torch.Tensor, component_kl: torch.Tensor) -> torch.Tensor:
-    """``kl_z`` = Σ_k q(y=k|z) · KL(q(z|x) ‖ p(z|w, y=k))."""
+    """``kl_z`` = Σ_k q(y=k|x,c) · KL(q(z|x) ‖ p(z|w, y=k)).
+
+    Exact in ``z`` only because ``q(y|x,c)`` does not depend on the sample of ``z``: the module
+    evaluates its cluster network at the posterior mean of ``z``.
+    """
     return (responsibilities * component_kl).sum(-1)
 
 
@@ -54,13 +56,28 @@ def expected_log_weights(concentration: torch.Tensor) -> torch.Tensor:
     return torch.digamma(concentration) - torch.digamma(concentration.sum(-1, keepdim=True))
 
 
-def kl_y(responsibilities: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
+def kl_y(
+    responsibilities: torch.Tensor,
+    log_responsibilities: torch.Tensor,
+    expected_log_weights: torch.Tensor,
+) -> torch.Tensor:
     """``kl_y`` = Σ_k q_k (log q_k − E_q(d)[log d_k]).
 
-    With an observed label (one-hot ``q``) this is ``−E_q(d)[log d_y]``.
+    Parameters
+    ----------
+    responsibilities
+        ``q_k``: ``q(y|x,c)``, or the one-hot observed label.
+    log_responsibilities
+        ``log q_k`` from ``log_softmax`` (never ``log`` of an underflowed ``0``, whose gradient
+        is ``0/0``); where ``q_k = 0`` exactly, as off the label of a one-hot row, any finite
+        value.
+    expected_log_weights
+        ``E_q(d)[log d_k]`` (:func:`expected_log_weights`), or ``log(1/K)`` for fixed uniform
+        weights, where ``kl_y = KL(q(y) ‖ Uniform)``.
+
+    With an observed label this is ``−E_q(d)[log d_y]``.
     """
-    entropy_part = torch.special.xlogy(responsibilities, responsibilities)
-    return (entropy_part - responsibilities * expected_log_weights(concentration)).sum(-1)
+    return (responsibilities * (log_responsibilities - expected_log_weights)).sum(-1)
 
 
 def kl_d(concentration: torch.Tensor, prior_concentration: torch.Tensor) -> torch.Tensor:
@@ -69,30 +86,42 @@ def kl_d(concentration: torch.Tensor, prior_concentration: torch.Tensor) -> torc
     return kl_divergence(Dirichlet(concentration, validate_args=False), prior)
 
 
-def marginal_kl_y(responsibilities: torch.Tensor) -> torch.Tensor:
+def log_mean_responsibilities(log_responsibilities: torch.Tensor) -> torch.Tensor:
+    """``log q̄(y)`` with ``q̄(y) = mean_n q(y|x_n)``, from log-probabilities (no underflow)."""
+    return torch.logsumexp(log_responsibilities, 0) - math.log(log_responsibilities.shape[0])
+
+
+def marginal_kl_y(log_responsibilities: torch.Tensor) -> torch.Tensor:
     """KL(q̄(y) ‖ Uniform) of the responsibilities averaged over cells (one value, not per cell).
 
-    ``q̄(y) = mean_n q(y|z_n)``; the value is ``log K`` when every cell is in the same cluster and
-    ``0`` when the clusters are used equally.
+    ``q̄(y) = mean_n q(y|x_n)``; the value is ``log K`` when every cell is in the same cluster and
+    ``0`` when the clusters are used equally. Takes ``log q(y|x_n)`` (from ``log_softmax``) so
+    that a component no cell uses gives a finite gradient.
     """
-    mean = responsibilities.mean(0)
-    return torch.special.xlogy(mean, mean).sum() + math.log(mean.shape[-1])
+    log_mean = log_mean_responsibilities(log_responsibilities)
+    return (log_mean.exp() * log_mean).sum() + math.log(log_mean.shape[-1])
 
 
 def mutual_information_y_c(
-    responsibilities: torch.Tensor, condition: torch.Tensor, n_conditions: int
+    log_responsibilities: torch.Tensor, condition: torch.Tensor
 ) -> torch.Tensor:
     """I(y; c) of the minibatch: how much cluster usage depends on the condition (one value).
 
-    The joint of cluster and condition is ``(1/N) Σ_n q(y|z_n,c_n) · onehot(c_n)``, so
-    ``I(y; c) = Σ_c p(c) KL(q̄_c(y) ‖ q̄(y))`` with ``q̄_c`` the mean of ``q(y|z,c)`` over the
+    The joint of cluster and condition is ``(1/N) Σ_n q(y|x_n,c_n) · onehot(c_n)``, so
+    ``I(y; c) = Σ_c p(c) KL(q̄_c(y) ‖ q̄(y))`` with ``q̄_c`` the mean of ``q(y|x,c)`` over the
     cells of condition ``c`` and ``q̄`` over all cells. It is ``0`` when every condition uses
-    the clusters in the same proportions and at most ``log(n_conditions)``, reached when no
-    cluster holds cells of two conditions.
+    the clusters in the same proportions and at most the log of the number of conditions,
+    reached when no cluster holds cells of two conditions. Computed from ``log q(y|x_n,c_n)``
+    in log space, so that it stays finite, with a finite gradient, when probabilities
+    underflow.
     """
-    one_hot = F.one_hot(condition.long().view(-1), n_conditions).to(responsibilities.dtype)
-    share = one_hot.mean(0)
-    per_condition = (one_hot.T @ responsibilities) / one_hot.sum(0).clamp(min=1).unsqueeze(-1)
-    marginal = responsibilities.mean(0)
-    log_ratio = torch.log(per_condition + LOG_EPS) - torch.log(marginal + LOG_EPS)
-    return (share * (per_condition * log_ratio).sum(-1)).sum()
+    codes = condition.long().view(-1)
+    log_marginal = log_mean_responsibilities(log_responsibilities)
+    value = log_responsibilities.new_zeros(())
+    for code in torch.unique(codes).tolist():
+        in_condition = codes == code
+        log_per_condition = log_mean_responsibilities(log_responsibilities[in_condition])
+        share = in_condition.to(log_responsibilities.dtype).mean()
+        kl = (log_per_condition.exp() * (log_per_condition - log_marginal)).sum()
+        value = value + share * kl
+    return value

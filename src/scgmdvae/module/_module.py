@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
@@ -19,6 +22,14 @@ from ._networks import ConditionalMLP, gaussian_parameters
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 GeneLikelihood = Literal["nb", "zinb", "poisson", "normal", "bernoulli"]
 MixtureWeights = Literal["dirichlet", "uniform"]
+COMPONENT_AXES = {
+    "prior_concentration": 1,
+    "cluster_head.readouts.0.": 1,
+    "dirichlet_head.readouts.0.": 1,
+    "prior_network.readouts.0.": 2,
+}
+"""Tensors indexed by mixture component, by name prefix, with the number of ``K``-blocks of their
+first axis (the prior network's read-out holds means and log-variances: ``2 × K × n_latent``)."""
 
 
 def raise_if_non_finite(terms: dict[str, torch.Tensor]) -> None:
@@ -195,6 +206,29 @@ class CGMDVAEModule(BaseModuleClass):
         mean_bias = readout.bias.data.view(2, self.n_clusters, self.n_latent)[0]
         mean_bias.normal_(0.0, 1.0)
 
+    def is_component_parameter(self, name: str) -> bool:
+        """Whether the state-dict entry ``name`` is indexed by mixture component."""
+        return name.startswith(tuple(COMPONENT_AXES))
+
+    @torch.no_grad()
+    def permute_components(self, order: Sequence[int]) -> None:
+        """Relabel the mixture components in place: new component ``k`` is old ``order[k]``.
+
+        Every component-indexed tensor (cluster and Dirichlet read-outs, prior network
+        read-out, prior concentrations) is permuted, so the model is the same mixture with its
+        components renumbered.
+        """
+        index = torch.as_tensor(np.asarray(order), dtype=torch.long)
+        if sorted(index.tolist()) != list(range(self.n_clusters)):
+            raise ValueError(f"order must be a permutation of 0 … {self.n_clusters - 1}.")
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            blocks = next(
+                (n for prefix, n in COMPONENT_AXES.items() if name.startswith(prefix)), 0
+            )
+            if blocks:
+                grouped = tensor.reshape(blocks, self.n_clusters, -1)
+                tensor.copy_(grouped[:, index.to(tensor.device)].reshape(tensor.shape))
+
     def _covariates(
         self, batch_index: torch.Tensor, cat_covs: torch.Tensor | None
     ) -> list[torch.Tensor]:
@@ -239,10 +273,13 @@ class CGMDVAEModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor | Distribution]:
         """Encode ``x`` into ``q(z|x,c)``, ``q(w|x,c)``, ``q(y|z,c)`` and ``q(d|z,c)``.
 
-        ``z`` and ``w`` are reparameterised samples; the cluster logits and Dirichlet
-        concentrations are computed from the sample ``z``. Cells with zero counts get a
-        library size of one. With ``n_samples > 1``, samples and library sizes get a leading
-        dimension of that size (as in scVI, for :class:`~scvi.model.base.RNASeqMixin`).
+        ``z`` and ``w`` are reparameterised samples. The cluster logits and the Dirichlet
+        concentrations are computed at the posterior mean of ``z``, not at the sample: then
+        ``q(y)`` and ``q(d)`` depend on ``x`` and ``c`` only, the z-term
+        ``Σ_k q(y=k) KL(q(z|x) ‖ p(z|w,k))`` is exact in ``z``, and training classifies cells
+        exactly as prediction does. Cells with zero counts get a library size of one. With
+        ``n_samples > 1``, samples and library sizes get a leading dimension of that size (as
+        in scVI, for :class:`~scvi.model.base.RNASeqMixin`).
         """
         covariates = self._covariates(batch_index, cat_covs)
         library = torch.log(x.sum(dim=1, keepdim=True).clamp(min=1.0))
@@ -259,8 +296,10 @@ class CGMDVAEModule(BaseModuleClass):
             "w": w,
             "qw": qw,
             "library": library,
-            "qy_logits": self.cluster_logits(z, batch_index, cat_covs, cont_covs),
-            "qd_concentration": self.dirichlet_concentration(z, batch_index, cat_covs, cont_covs),
+            "qy_logits": self.cluster_logits(qz.loc, batch_index, cat_covs, cont_covs),
+            "qd_concentration": self.dirichlet_concentration(
+                qz.loc, batch_index, cat_covs, cont_covs
+            ),
         }
 
     def _gaussian(self, raw: torch.Tensor, sd: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,17 +350,22 @@ class CGMDVAEModule(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
     ) -> Distribution:
-        """Return the likelihood ``p(x|z,c)`` chosen by ``gene_likelihood``."""
+        """Return the likelihood ``p(x|z,c)`` chosen by ``gene_likelihood``.
+
+        Its parameters are float32 whatever the training precision, so that the
+        reconstruction term is not computed in bfloat16.
+        """
         covariates = self._covariates(batch_index, cat_covs)
         decoder_input = self._with_continuous(z, cont_covs)
         if self.gene_likelihood == "normal":
-            loc = self.decoder(decoder_input, *covariates)[0]
+            loc = self.decoder(decoder_input, *covariates)[0].float()
             return Normal(loc, torch.exp(self.px_log_scale).clamp(min=1e-4), validate_args=False)
         if self.gene_likelihood == "bernoulli":
-            logits = self.decoder(decoder_input, *covariates)[0]
+            logits = self.decoder(decoder_input, *covariates)[0].float()
             return Bernoulli(logits=logits, validate_args=False)
-        px_scale, px_r, px_rate, px_dropout = self.decoder(
-            self.dispersion, decoder_input, library, *covariates
+        px_scale, px_r, px_rate, px_dropout = (
+            None if value is None else value.float()
+            for value in self.decoder(self.dispersion, decoder_input, library, *covariates)
         )
         theta = torch.exp(self.px_r) if px_r is None else torch.exp(px_r)
         if self.gene_likelihood == "zinb":
@@ -356,54 +400,116 @@ class CGMDVAEModule(BaseModuleClass):
             "px": self.observation_distribution(z, library, batch_index, cat_covs, cont_covs),
         }
 
-    def labelled_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of cells whose label is observed (code ``< n_labels``)."""
-        return labels.squeeze(-1) < self.n_labels
+    def labelled_mask(
+        self, labels: torch.Tensor, n_observed_labels: int | None = None
+    ) -> torch.Tensor:
+        """Boolean mask of cells whose label is observed.
 
-    def responsibilities(self, qy_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """``q(y|z,c)`` for unlabelled cells and the one-hot observed label for labelled ones."""
-        probs = F.softmax(qy_logits, dim=-1)
-        mask = self.labelled_mask(labels)
+        A label code is observed when it is below ``n_observed_labels``, by default the
+        module's ``n_labels``; guided training passes the number of guide clusters instead.
+        """
+        n_observed = self.n_labels if n_observed_labels is None else n_observed_labels
+        return labels.squeeze(-1) < n_observed
+
+    def responsibilities(
+        self,
+        qy_logits: torch.Tensor,
+        labels: torch.Tensor,
+        n_observed_labels: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(y|z,c)`` and its log, with the one-hot observed label for labelled cells.
+
+        Returns the probabilities and ``log_softmax`` of the logits; in labelled rows the
+        probabilities are one-hot and the log-probabilities ``0``, so that ``q · log q``
+        vanishes there (see :func:`~scgmdvae.module._elbo_terms.kl_y`).
+        """
+        log_probs = F.log_softmax(qy_logits, dim=-1)
+        probs = log_probs.exp()
+        mask = self.labelled_mask(labels, n_observed_labels)
         if not mask.any():
-            return probs
-        one_hot = F.one_hot(labels.squeeze(-1).clamp(max=self.n_clusters - 1), self.n_clusters)
-        return torch.where(mask.unsqueeze(-1), one_hot.to(probs.dtype), probs)
+            return probs, log_probs
+        codes = labels.squeeze(-1).long().clamp(max=self.n_clusters - 1)
+        one_hot = F.one_hot(codes, self.n_clusters).to(probs.dtype)
+        mask = mask.unsqueeze(-1)
+        return torch.where(mask, one_hot, probs), log_probs.masked_fill(mask, 0.0)
+
+    def expected_log_weights(self, concentration: torch.Tensor) -> torch.Tensor:
+        """``E_q(d)[log d_k]`` under ``q(d|z,c)``, or ``log(1/K)`` for uniform weights."""
+        if self.mixture_weights == "dirichlet":
+            return terms.expected_log_weights(concentration)
+        return torch.full_like(concentration, -math.log(self.n_clusters))
 
     def elbo_terms(
-        self, tensors: dict[str, torch.Tensor], inference_outputs: dict, generative_outputs: dict
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        generative_outputs: dict,
+        n_observed_labels: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-cell reconstruction and KL terms of the negative ELBO, named as in the model."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
+        """Per-cell reconstruction and KL terms of the negative ELBO, named as in the model.
+
+        Computed in float32 whatever the training precision (``precision="bf16-mixed"``
+        leaves the networks' outputs in bfloat16). ``w`` enters through its sample; ``z``,
+        ``y`` and ``d`` are integrated in closed form. Extra leading sample dimensions of
+        ``w`` (``n_samples > 1``) broadcast.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY].float()
         qz, qw = inference_outputs["qz"], inference_outputs["qw"]
-        concentration = inference_outputs["qd_concentration"]
-        q_y = self.responsibilities(
-            inference_outputs["qy_logits"], tensors[REGISTRY_KEYS.LABELS_KEY]
+        concentration = inference_outputs["qd_concentration"].float()
+        q_y, log_q_y = self.responsibilities(
+            inference_outputs["qy_logits"].float(),
+            tensors[REGISTRY_KEYS.LABELS_KEY],
+            n_observed_labels,
         )
         component_kl = terms.gaussian_kl_to_components(
-            qz.loc, qz.scale**2, generative_outputs["pz_mean"], generative_outputs["pz_var"]
+            qz.loc.float(),
+            qz.scale.float() ** 2,
+            generative_outputs["pz_mean"].float(),
+            generative_outputs["pz_var"].float(),
         )
         if self.mixture_weights == "dirichlet":
-            y_term = terms.kl_y(q_y, concentration)
             d_term = terms.kl_d(concentration, self.prior_concentration)
         else:
-            uniform = torch.full_like(q_y, 1.0 / self.n_clusters)
-            y_term = (torch.special.xlogy(q_y, q_y) - q_y * torch.log(uniform)).sum(-1)
-            d_term = torch.zeros_like(y_term)
+            d_term = torch.zeros_like(concentration[..., 0])
         return {
             "reconstruction_loss": -generative_outputs["px"].log_prob(x).sum(-1),
             "kl_z": terms.kl_z(q_y, component_kl),
-            "kl_w": terms.kl_w(qw.loc, qw.scale**2),
-            "kl_y": y_term,
+            "kl_w": terms.kl_w(qw.loc.float(), qw.scale.float() ** 2),
+            "kl_y": terms.kl_y(q_y, log_q_y, self.expected_log_weights(concentration)),
             "kl_d": d_term,
         }
 
     def classification_loss(
-        self, qy_logits: torch.Tensor, labels: torch.Tensor
+        self,
+        qy_logits: torch.Tensor,
+        labels: torch.Tensor,
+        n_observed_labels: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``−log q(y|z)`` averaged over the labelled cells, with their labels and logits."""
-        mask = self.labelled_mask(labels)
-        logits, true_labels = qy_logits[mask], labels.squeeze(-1)[mask].long()
+        mask = self.labelled_mask(labels, n_observed_labels)
+        logits, true_labels = qy_logits[mask].float(), labels.squeeze(-1)[mask].long()
         return F.cross_entropy(logits, true_labels), true_labels, logits
+
+    def optional_terms(
+        self, log_q_y: torch.Tensor, condition: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """Compute the minibatch terms outside the ELBO, each with its weight.
+
+        A term whose weight is 0 is computed without gradient, only to be logged, so that it
+        can never carry a NaN gradient into the loss.
+        """
+        weighted = {
+            "marginal_kl_y": (self.marginal_kl_y_weight, lambda: terms.marginal_kl_y(log_q_y)),
+            "mi_y_c": (
+                self.mi_y_c_weight,
+                lambda: terms.mutual_information_y_c(log_q_y, condition),
+            ),
+        }
+        values = {}
+        for name, (weight, compute) in weighted.items():
+            with torch.set_grad_enabled(weight > 0 and torch.is_grad_enabled()):
+                values[name] = (weight, compute())
+        return values
 
     def loss(
         self,
@@ -413,6 +519,7 @@ class CGMDVAEModule(BaseModuleClass):
         kl_weight: float = 1.0,
         labelled_tensors: dict[str, torch.Tensor] | None = None,
         classification_ratio: float | None = None,
+        n_observed_labels: int | None = None,
     ) -> LossOutput:
         """Negative ELBO, plus the weighted classification term when labels are observed.
 
@@ -421,20 +528,22 @@ class CGMDVAEModule(BaseModuleClass):
         + kl_weight · mi_y_c_weight · I(y; c)
         + classification_ratio · mean(−log q(y|z))``, where the classification term uses
         ``labelled_tensors`` when given (semi-supervised training) and otherwise the labelled
-        cells of the minibatch.
+        cells of the minibatch. The two minibatch terms enter only when their weight is above
+        0; they are logged either way. ``n_observed_labels`` is guided training's mode: label
+        codes below it are observed (see :meth:`labelled_mask`).
         """
-        per_cell = self.elbo_terms(tensors, inference_outputs, generative_outputs)
+        per_cell = self.elbo_terms(
+            tensors, inference_outputs, generative_outputs, n_observed_labels
+        )
         raise_if_non_finite(per_cell)
         kl_local = {name: per_cell[name] for name in self.term_weights}
         weighted_kl = sum(self.term_weights[name] * value for name, value in kl_local.items())
         loss = torch.mean(per_cell["reconstruction_loss"] + kl_weight * weighted_kl)
-        q_y = F.softmax(inference_outputs["qy_logits"], dim=-1)
-        marginal_kl_y = terms.marginal_kl_y(q_y)
-        loss = loss + kl_weight * self.marginal_kl_y_weight * marginal_kl_y
-        mi_y_c = terms.mutual_information_y_c(
-            q_y, tensors[REGISTRY_KEYS.BATCH_KEY], max(self.n_batch, 1)
-        )
-        loss = loss + kl_weight * self.mi_y_c_weight * mi_y_c
+        log_q_y = F.log_softmax(inference_outputs["qy_logits"].float(), dim=-1)
+        optional = self.optional_terms(log_q_y, tensors[REGISTRY_KEYS.BATCH_KEY])
+        for weight, value in optional.values():
+            if weight > 0:
+                loss = loss + kl_weight * weight * value
 
         classification = true_labels = logits = None
         if labelled_tensors is not None:
@@ -442,8 +551,11 @@ class CGMDVAEModule(BaseModuleClass):
             qy_logits = self.inference(**self._get_inference_input(labelled_tensors))["qy_logits"]
         else:
             labels, qy_logits = tensors[REGISTRY_KEYS.LABELS_KEY], inference_outputs["qy_logits"]
-        if self.n_labels > 0 and self.labelled_mask(labels).any():
-            classification, true_labels, logits = self.classification_loss(qy_logits, labels)
+        n_observed = self.n_labels if n_observed_labels is None else n_observed_labels
+        if n_observed > 0 and self.labelled_mask(labels, n_observed).any():
+            classification, true_labels, logits = self.classification_loss(
+                qy_logits, labels, n_observed
+            )
             ratio = (
                 self.classification_ratio if classification_ratio is None else classification_ratio
             )
@@ -457,8 +569,64 @@ class CGMDVAEModule(BaseModuleClass):
             true_labels=true_labels,
             logits=logits,
             extra_metrics={
-                "marginal_kl_y": marginal_kl_y.detach(),
-                "mi_y_c": mi_y_c.detach(),
+                **{name: value.detach() for name, (_, value) in optional.items()},
                 **{name: value.mean().detach() for name, value in kl_local.items()},
             },
         )
+
+    def log_importance_weights(
+        self, tensors: dict[str, torch.Tensor], n_samples: int
+    ) -> torch.Tensor:
+        """``log p(x,z,w|c) − log q(z,w|x,c)`` at ``n_samples`` samples of ``q``: ``(S, n_cells)``.
+
+        ``y`` and ``d`` are summed out exactly: ``p(z|w,c) = Σ_k π_k p(z|w,y=k,c)`` with
+        ``π_k = E_p(d)[d_k] = alpha_k / Σ_j alpha_j`` (``1/K`` for uniform weights).
+        """
+        inference = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
+        generative = self.generative(**self._get_generative_input(tensors, inference))
+        z, w = inference["z"], inference["w"]
+        if n_samples == 1:
+            z, w = z.unsqueeze(0), w.unsqueeze(0)
+        log_px = generative["px"].log_prob(tensors[REGISTRY_KEYS.X_KEY].float()).sum(-1)
+        pz = Normal(generative["pz_mean"], generative["pz_var"].sqrt())
+        log_pz_given_k = pz.log_prob(z.unsqueeze(-2).float()).sum(-1)
+        log_mixture_weights = torch.log(self.prior_concentration / self.prior_concentration.sum())
+        log_pz = torch.logsumexp(log_pz_given_k + log_mixture_weights, dim=-1)
+        log_pw = Normal(0.0, 1.0).log_prob(w.float()).sum(-1)
+        log_qz = inference["qz"].log_prob(z).sum(-1)
+        log_qw = inference["qw"].log_prob(w).sum(-1)
+        return log_px.reshape(log_pz.shape) + log_pz + log_pw - log_qz - log_qw
+
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_mc_samples: int = 1000,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 50,
+    ) -> torch.Tensor | float:
+        """Importance-sampled ``log p(x|c)`` of each cell, with ``q(z|x,c) q(w|x,c)`` as proposal.
+
+        ``log p(x|c) ≈ log (1/S) Σ_s p(x, z_s, w_s | c) / q(z_s, w_s | x, c)``, ``y`` and ``d``
+        summed out exactly (:meth:`log_importance_weights`). Its expectation is a lower bound
+        of ``log p(x|c)`` that tightens as ``S`` grows and is never below the ELBO, whose
+        ``q(y)`` and ``q(d)`` add their own gap. Used by
+        :meth:`~scvi.model.base.VAEMixin.get_marginal_ll` (higher is better).
+
+        Parameters
+        ----------
+        tensors
+            A minibatch.
+        n_mc_samples
+            Number of importance samples ``S``.
+        return_mean
+            Return the mean over the minibatch's cells instead of one value per cell.
+        n_mc_samples_per_pass
+            Samples drawn per forward pass (memory grows with it).
+        """
+        passes = [
+            self.log_importance_weights(tensors, min(n_mc_samples_per_pass, n_mc_samples - start))
+            for start in range(0, n_mc_samples, n_mc_samples_per_pass)
+        ]
+        log_lkl = torch.logsumexp(torch.cat(passes), dim=0) - math.log(n_mc_samples)
+        return log_lkl.mean().item() if return_mean else log_lkl.cpu()
