@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,27 @@ def train_semi_supervised(
     return model
 
 
+def git_commit() -> str | None:
+    """The repository's current commit, ``-dirty`` if uncommitted changes exist, or ``None``."""
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def write_json(result: dict, out_dir: Path, name: str) -> Path:
-    """Write ``result`` to ``out_dir/name.json`` (creating the folder) and say where."""
+    """Write ``result`` to ``out_dir/name.json`` (creating the folder) and say where.
+
+    The commit of the code that produced it is recorded as ``git_commit`` (with ``-dirty`` when
+    the working tree had uncommitted changes).
+    """
+    result = {"git_commit": git_commit(), **result}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))

@@ -122,7 +122,6 @@ def test_bad_size_factors_are_refused_before_anything_is_written(bad_value):
 
 
 def test_marginal_ll_is_not_below_the_elbo_on_held_out_cells(trained_blobs):
-    model, adata = trained_blobs
     """New cells from the training distribution (same seed, so same means; fresh counts)."""
     model, _ = trained_blobs
     held_out = scgmdvae.data.synthetic_blobs(n_cells_per_group=30, n_clusters=4, n_conditions=2)

@@ -37,6 +37,7 @@ def test_write_results_keys_and_scanpy_roundtrip(trained_blobs):
     np.testing.assert_allclose(adata.obs["cgmdvae_cluster_confidence"], probs.max(1))
     assert adata.uns["cgmdvae"]["cluster_names"] == ["0", "1", "2", "3"]
     assert adata.uns["cgmdvae"]["settings"]["n_clusters"] == 4
+    assert "cgmdvae_prediction" not in adata.obs
     sc.pp.neighbors(adata, use_rep="X_cgmdvae")
     sc.tl.umap(adata)
     assert adata.obsm["X_umap"].shape == (n_cells, 2)
@@ -155,3 +156,14 @@ def test_mi_y_c_weight_adds_the_condition_dependence_of_the_clusters(trained_blo
     assert 0.0 <= mi_y_c <= np.log(2)
     added = losses[3.0].loss - losses[0.0].loss  # a difference of losses of a few hundred
     torch.testing.assert_close(added, 0.5 * 3.0 * mi_y_c, atol=1e-4, rtol=1e-3)
+
+
+def test_write_results_records_module_keyword_arguments():
+    adata = _iid("dense")
+    CGMDVAE.setup_anndata(adata, condition_key="batch")
+    model = CGMDVAE(adata, n_clusters=3, n_hidden=16, mi_y_c_weight=2.5, kl_w_weight=20.0)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.write_results(adata)
+    settings = adata.uns["cgmdvae"]["settings"]
+    assert settings["mi_y_c_weight"] == 2.5 and settings["kl_w_weight"] == 20.0
+    assert settings["n_clusters"] == 3 and settings["gene_likelihood"] == "nb"

@@ -8,72 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi import REGISTRY_KEYS, settings
+from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
-from scvi.dataloaders import DataSplitter
 from scvi.model._utils import get_max_epochs_heuristic
-from scvi.train import TrainRunner
-from scvi.train._trainrunner import _safe_load_logger_history
 from sklearn.cluster import KMeans
 
 from .._validation import check_no_missing_values
-from ._training_plans import CGMDVAESemiSupervisedTrainingPlan
+from ._training import default_kl_warmup_epochs, run_training
+from ._training_plans import GUIDE_REGISTRY_KEY
 
 if TYPE_CHECKING:
     from ._model import CGMDVAE
 
 logger = logging.getLogger(__name__)
 
-GUIDE_REGISTRY_KEY = "guide"
-"""Registry key under which the guide clusters enter each minibatch during the guided phase."""
-
 KMEANS_GUIDE_KEY = "_scgmdvae_kmeans"
 """``.obs`` column of the internal copy of annotations that carries the k-means clusters."""
-
-
-class GuidedTrainingPlan(CGMDVAESemiSupervisedTrainingPlan):
-    """Semi-supervised plan whose labels are the guide clusters of each minibatch.
-
-    Every cell of the minibatch is labelled by its guide cluster, so the module's labelled-cell
-    machinery applies to all of them: the one-hot guide replaces ``q(y|z,c)`` in the ELBO and
-    the classification term trains ``q(y|z,c)`` to reproduce the guide. Classification loss and
-    accuracy are logged as ``train_classification_loss``, ``train_accuracy``, …
-    """
-
-    @staticmethod
-    def _with_guide_labels(batch: dict) -> dict:
-        labels = batch[REGISTRY_KEYS.LABELS_KEY]
-        return {**batch, REGISTRY_KEYS.LABELS_KEY: batch[GUIDE_REGISTRY_KEY].to(labels.dtype)}
-
-    def training_step(self, batch, batch_idx):
-        """Run a training step with the guide clusters as labels."""
-        return super().training_step(self._with_guide_labels(batch), batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        """Run a validation step with the guide clusters as labels."""
-        return super().validation_step(self._with_guide_labels(batch), batch_idx)
-
-
-class PhaseTrainRunner(TrainRunner):
-    """:class:`~scvi.train.TrainRunner` that also keeps metrics first logged in a later phase.
-
-    scvi-tools extends the history of a model that was trained before only by the keys it
-    already has, so the classification metrics of a guided phase that follows pre-training
-    would be dropped. New keys are added here, indexed after the epochs already recorded.
-    """
-
-    def _update_history(self) -> None:
-        previous = self.model.history_ if self.model.is_trained_ else None
-        known = set(previous) if isinstance(previous, dict) else None
-        n_epochs_before = max((len(v) for v in previous.values()), default=0) if known else 0
-        super()._update_history()
-        if known is None or not self.trainer.is_global_zero:
-            return
-        for key, values in (_safe_load_logger_history(self.trainer) or {}).items():
-            if key not in known:
-                values.index = values.index + n_epochs_before
-                self.model.history_[key] = values
 
 
 class GuidedTrainingMixin:
@@ -206,19 +157,10 @@ class GuidedTrainingMixin:
         n_epochs_guided: int | None,
         n_epochs_kl_warmup: int | None,
         guide_weight: float | None,
-        lr: float = 1e-3,
-        batch_size: int = 128,
-        train_size: float | None = None,
-        validation_size: float | None = None,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        datasplitter_kwargs: dict | None = None,
         plan_kwargs: dict | None = None,
-        **trainer_kwargs,
+        **train_kwargs,
     ) -> None:
         """Run the two phases of :meth:`train_guided`, guided by ``guide`` (one code per cell)."""
-        from ._model import default_kl_warmup_epochs
-
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if n_epochs_guided is None:
@@ -234,60 +176,28 @@ class GuidedTrainingMixin:
                 f"n_epochs_kl_warmup={n_epochs_kl_warmup} must not exceed "
                 f"n_epochs_guided={n_epochs_guided}: the warm-up happens in the guided phase."
             )
-        shared = {
-            "lr": lr,
-            "batch_size": batch_size,
-            "train_size": train_size,
-            "validation_size": validation_size,
-            "accelerator": accelerator,
-            "devices": devices,
-            "datasplitter_kwargs": datasplitter_kwargs,
-        }
         logger.info(
             "Guided phase: %d epochs; guide clusters %s are components 0-%d.",
             n_epochs_guided,
             list(guide.categories),
             len(guide.categories) - 1,
         )
-        data_splitter = DataSplitter(
-            self._guide_manager(guide_key, guide),
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=batch_size,
-            **(datasplitter_kwargs or {}),
-        )
-        training_plan = GuidedTrainingPlan(
-            self.module,
-            n_classes=self.module.n_clusters,
-            classification_ratio=(
-                self.module.classification_ratio if guide_weight is None else guide_weight
-            ),
-            n_observed_labels=len(guide.categories),
-            **{
-                "lr": lr,
-                "n_epochs_kl_warmup": n_epochs_kl_warmup,
-                **self._query_plan_kwargs(),
-                **(plan_kwargs or {}),
-            },
-        )
-        # Lightning keeps the mode it finds; a trained model is left in eval mode by scvi-tools.
-        self.module.train()
-        PhaseTrainRunner(
+        run_training(
             self,
-            training_plan=training_plan,
-            data_splitter=data_splitter,
+            self._guide_manager(guide_key, guide),
+            "guided",
             max_epochs=n_epochs_guided,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )()
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            classification_ratio=guide_weight,
+            n_guide_clusters=len(guide.categories),
+            plan_kwargs=plan_kwargs,
+            **train_kwargs,
+        )
         if max_epochs > n_epochs_guided:
-            self.module.train()
             self.train(
                 max_epochs=max_epochs - n_epochs_guided,
                 plan_kwargs={**(plan_kwargs or {}), "n_epochs_kl_warmup": None},
-                **shared,
-                **trainer_kwargs,
+                **train_kwargs,
             )
 
     def train_from_kmeans(
@@ -311,9 +221,8 @@ class GuidedTrainingMixin:
            the Dirichlet posterior and ``q(y|z,c)`` start from them.
         4. *Free phase* (the remaining epochs): unsupervised training from there.
 
-        On Kang et al. (2018) this made the model's own clusters better on median and much less
-        dependent on the seed; on MNIST it helped only after a long pre-training (see the
-        benchmarks page). ``adata`` is not modified; :attr:`history` holds all phases.
+        The benchmarks page measures it on Kang et al. (2018) and MNIST. ``adata`` is not
+        modified; :attr:`history` holds all phases.
 
         Parameters
         ----------

@@ -136,7 +136,7 @@ class LabelTransferMixin:
         model._check_if_trained(
             warn=False, message="The model passed in has not been trained yet."
         )
-        adata = model._validate_anndata(adata)
+        adata = model.adata if adata is None else adata
         old_assignments = model.predict_clusters(adata).codes
         setup_args = dict(model.registry["setup_args"])
         setup_args.update(labels_key=labels_key, unlabeled_category=unlabeled_category)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
@@ -21,16 +21,8 @@ from scvi.data.fields import (
     NumericalJointObsField,
     NumericalObsField,
 )
-from scvi.dataloaders import DataSplitter, SemiSupervisedDataSplitter
-from scvi.model._utils import get_max_epochs_heuristic, use_distributed_sampler
-from scvi.model.base import (
-    BaseModelClass,
-    RNASeqMixin,
-    UnsupervisedTrainingMixin,
-    VAEMixin,
-)
-from scvi.train import TrainRunner
-from scvi.train._callbacks import SubSampleLabels
+from scvi.model._utils import get_max_epochs_heuristic
+from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from .._constants import RESULT_KEYS
 from .._validation import (
@@ -48,14 +40,9 @@ from ._generative import GenerativeMixin
 from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
 from ._query_mapping import QueryMappingMixin
-from ._training_plans import CGMDVAESemiSupervisedTrainingPlan, CGMDVAETrainingPlan
+from ._training import default_kl_warmup_epochs, run_training
 
 logger = logging.getLogger(__name__)
-
-
-def default_kl_warmup_epochs(max_epochs: int) -> int:
-    """KL warm-up length used when none is given: a quarter of training, at least one epoch."""
-    return max(1, max_epochs // 4)
 
 
 class CGMDVAE(
@@ -65,7 +52,6 @@ class CGMDVAE(
     GuidedTrainingMixin,
     QueryMappingMixin,
     VAEMixin,
-    UnsupervisedTrainingMixin,
     BaseModelClass,
 ):
     """c*GMΔVÆ: conditional Gaussian-mixture VAE with a Dirichlet prior on the mixture weights.
@@ -402,43 +388,24 @@ class CGMDVAE(
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = default_kl_warmup_epochs(max_epochs)
-        plan_kwargs = {
-            "lr": lr,
-            "n_epochs_kl_warmup": n_epochs_kl_warmup,
-            **self._query_plan_kwargs(),
-            **(plan_kwargs or {}),
-        }
-        splitter_kwargs = {
-            "train_size": train_size,
-            "validation_size": validation_size,
-            "batch_size": batch_size or settings.batch_size,
-            "distributed_sampler": use_distributed_sampler(trainer_kwargs.get("strategy")),
-            **(datasplitter_kwargs or {}),
-        }
-        if self._has_labelled_cells():
-            data_splitter = SemiSupervisedDataSplitter(
-                self.adata_manager, n_samples_per_label=n_samples_per_label, **splitter_kwargs
-            )
-            plan_kwargs.setdefault("classification_ratio", self.module.classification_ratio)
-            training_plan = CGMDVAESemiSupervisedTrainingPlan(
-                self.module, self.module.n_clusters, **plan_kwargs
-            )
-            trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), SubSampleLabels()]
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        else:
-            data_splitter = DataSplitter(self.adata_manager, **splitter_kwargs)
-            training_plan = CGMDVAETrainingPlan(self.module, **plan_kwargs)
         trainer_kwargs.setdefault("early_stopping", early_stopping)
-        runner = TrainRunner(
+        run_training(
             self,
-            training_plan=training_plan,
-            data_splitter=data_splitter,
+            self.adata_manager,
+            "semi-supervised" if self._has_labelled_cells() else "unsupervised",
             max_epochs=max_epochs,
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            lr=lr,
+            batch_size=batch_size,
+            train_size=train_size,
+            validation_size=validation_size,
             accelerator=accelerator,
             devices=devices,
+            n_samples_per_label=n_samples_per_label,
+            datasplitter_kwargs=datasplitter_kwargs,
+            plan_kwargs=plan_kwargs,
             **trainer_kwargs,
         )
-        return runner()
 
     def _make_data_loader(self, adata: AnnData, indices: Sequence[int] | None = None, **kwargs):
         """scvi-tools' data loader; refuses unsorted ``indices`` of an AnnData opened backed.
@@ -457,13 +424,15 @@ class CGMDVAE(
     @torch.inference_mode()
     def _posterior_summaries(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """One pass over the data: means of q(z|x,c) and q(w|x,c), and q(y|z,c)."""
+        """One pass over the data: means of q(z|x,c) and q(w|x,c), and q(y|z,c).
+
+        ``adata`` must have been validated by the calling public method.
+        """
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
         dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         outputs: dict[str, list[torch.Tensor]] = {"z": [], "w": [], "cluster_probs": []}
@@ -504,10 +473,10 @@ class CGMDVAE(
         """
         if representation not in ("z", "w"):
             raise ValueError(f"representation must be 'z' or 'w', not {representation!r}.")
+        adata = self._validate_anndata(adata)
         if give_mean:
             return self._posterior_summaries(adata, indices, batch_size)[representation]
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
         dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         with torch.inference_mode():
@@ -547,6 +516,17 @@ class CGMDVAE(
         names = self.cluster_names
         return pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names)
 
+    def _settings(self) -> dict[str, int | float | str | bool]:
+        """Every setting the model was built with, module keyword arguments included."""
+        init_params = self.init_params_
+        groups = [init_params["non_kwargs"], *init_params["kwargs"].values()]
+        return {
+            key: value
+            for group in groups
+            for key, value in group.items()
+            if isinstance(value, int | float | str | bool)
+        }
+
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> None:
         """Write the model's outputs into ``adata`` (by default the AnnData it was built on).
 
@@ -560,8 +540,9 @@ class CGMDVAE(
         - ``obs["cgmdvae_prediction"]`` and ``obs["cgmdvae_prediction_confidence"]``, only when
           labels are registered: the predicted label (as :meth:`predict`; a free cluster keeps
           its own name) and its probability.
-        - ``uns["cgmdvae"]``: the model's settings and the cluster names (column order of the
-          probabilities).
+        - ``uns["cgmdvae"]``: the model's settings (every argument it was built with, module
+          keyword arguments such as ``mi_y_c_weight`` included) and the cluster names (column
+          order of the probabilities).
 
         Parameters
         ----------
@@ -591,9 +572,5 @@ class CGMDVAE(
                 adata.obs[target] = adata.obs[source].copy()
         adata.uns[RESULT_KEYS.UNS] = {
             "cluster_names": list(self.cluster_names),
-            "settings": {
-                key: value
-                for key, value in self.init_params_["non_kwargs"].items()
-                if isinstance(value, int | float | str | bool)
-            },
+            "settings": self._settings(),
         }

@@ -10,7 +10,12 @@ Logging with inference mode switched off creates ordinary accumulators; nothing 
 from __future__ import annotations
 
 import torch
-from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan
+from scvi import REGISTRY_KEYS
+from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
+from scvi.train._trainrunner import _safe_load_logger_history
+
+GUIDE_REGISTRY_KEY = "guide"
+"""Registry key under which the guide clusters enter each minibatch during a guided phase."""
 
 
 class DistributedLoggingMixin:
@@ -58,3 +63,48 @@ class CGMDVAESemiSupervisedTrainingPlan(
     FiniteGradientMixin, DistributedLoggingMixin, SemiSupervisedTrainingPlan
 ):
     """:class:`~scvi.train.SemiSupervisedTrainingPlan` with the same two additions."""
+
+
+class GuidedTrainingPlan(CGMDVAESemiSupervisedTrainingPlan):
+    """Semi-supervised plan whose labels are the guide clusters of each minibatch.
+
+    Every cell of the minibatch is labelled by its guide cluster and the module is told, through
+    the loss argument ``n_observed_labels`` (the number of guide clusters), that these codes are
+    observed: the one-hot guide replaces ``q(y|z,c)`` in the ELBO and the classification term
+    trains ``q(y|z,c)`` to reproduce the guide. Classification loss and accuracy are logged as
+    ``train_classification_loss``, ``train_accuracy``, …
+    """
+
+    @staticmethod
+    def _with_guide_labels(batch: dict) -> dict:
+        labels = batch[REGISTRY_KEYS.LABELS_KEY]
+        return {**batch, REGISTRY_KEYS.LABELS_KEY: batch[GUIDE_REGISTRY_KEY].to(labels.dtype)}
+
+    def training_step(self, batch, batch_idx):
+        """Run a training step with the guide clusters as labels."""
+        return super().training_step(self._with_guide_labels(batch), batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        """Run a validation step with the guide clusters as labels."""
+        return super().validation_step(self._with_guide_labels(batch), batch_idx)
+
+
+class PhaseTrainRunner(TrainRunner):
+    """:class:`~scvi.train.TrainRunner` that also keeps metrics first logged in a later phase.
+
+    scvi-tools extends the history of a model that was trained before only by the keys it
+    already has, so the classification metrics of a guided phase that follows pre-training
+    would be dropped. New keys are added here, indexed after the epochs already recorded.
+    """
+
+    def _update_history(self) -> None:
+        previous = self.model.history_ if self.model.is_trained_ else None
+        known = set(previous) if isinstance(previous, dict) else None
+        n_epochs_before = max((len(v) for v in previous.values()), default=0) if known else 0
+        super()._update_history()
+        if known is None or not self.trainer.is_global_zero:
+            return
+        for key, values in (_safe_load_logger_history(self.trainer) or {}).items():
+            if key not in known:
+                values.index = values.index + n_epochs_before
+                self.model.history_[key] = values
