@@ -10,6 +10,7 @@ from scvi import REGISTRY_KEYS
 import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import adjusted_rand_index
+from scgmdvae.model._mixture_init import leiden_partition
 
 N_EPOCHS, N_GUIDED = 40, 20
 
@@ -100,19 +101,24 @@ def test_uniform_weights_drop_the_dirichlet():
     assert module.cluster_head.readouts[0].weight.grad.abs().sum() > 0
 
 
-def test_kmeans_initialisation_recovers_blobs_and_leaves_adata():
+@pytest.mark.parametrize("mixture_init", ["kmeans", "leiden"])
+def test_mixture_initialisation_recovers_blobs_and_leaves_adata(mixture_init):
     adata = _blobs_with_guide(0.0)
     obs_before, uns_before = adata.obs.copy(), set(adata.uns)
     model = CGMDVAE(adata, n_clusters=4)
-    model.train_from_kmeans(
-        max_epochs=N_EPOCHS, n_epochs_pretrain=10, n_epochs_guided=15, enable_progress_bar=False
+    model.train(
+        max_epochs=N_EPOCHS,
+        mixture_init=mixture_init,
+        n_epochs_pretrain=10,
+        n_epochs_guided=15,
+        enable_progress_bar=False,
     )
     assert adjusted_rand_index(adata.obs["cluster"], model.predict_clusters()) >= 0.9
     history = model.history
     assert len(history["elbo_train"]) == N_EPOCHS
     # metrics first logged in the guided phase are kept, indexed by their epochs
     assert list(history["train_classification_loss"].index) == list(range(10, 25))
-    # the k-means clusters are learnable: q(y|z,c) reproduces them by the end of the guided phase
+    # the initial clusters are learnable: q(y|z,c) reproduces them by the end of the guided phase
     assert history["train_accuracy"].iloc[-1, 0] > 0.95
     pd.testing.assert_frame_equal(adata.obs, obs_before)
     assert set(adata.uns) == uns_before
@@ -157,3 +163,22 @@ def test_kmeans_initialisation_on_labelled_model_raises():
     CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cluster")
     with pytest.raises(ValueError, match="train_from_kmeans is for models without"):
         CGMDVAE(adata).train_from_kmeans(max_epochs=2)
+
+
+def test_mixture_initialisation_is_refused_where_there_is_no_new_mixture():
+    model = CGMDVAE(_blobs_with_guide(0.0), n_clusters=4)
+    with pytest.raises(ValueError, match="'leiden', 'kmeans' or None"):
+        model.train(max_epochs=3, mixture_init="gmm")
+    model.train(max_epochs=1, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="already trained"):
+        model.train(max_epochs=3, mixture_init="leiden")
+
+
+def test_leiden_partition_finds_the_asked_number_of_well_separated_groups():
+    rng = np.random.default_rng(0)
+    centres = 10 * rng.normal(size=(5, 4))
+    latent = np.concatenate([c + rng.normal(size=(60, 4)) for c in centres])
+    truth = np.repeat(np.arange(5), 60)
+    codes = leiden_partition(latent, 5, seed=0)
+    assert adjusted_rand_index(truth, codes) == 1.0
+    assert leiden_partition(latent, 3, seed=0).max() + 1 <= 3

@@ -12,9 +12,9 @@ from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
-from sklearn.cluster import KMeans
 
 from .._validation import check_no_missing_values
+from ._mixture_init import MixtureInit, initial_partition
 from ._training import default_kl_warmup_epochs, run_training
 from ._training_plans import GUIDE_REGISTRY_KEY
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KMEANS_GUIDE_KEY = "_scgmdvae_kmeans"
-"""``.obs`` column of the internal copy of annotations that carries the k-means clusters."""
+INIT_GUIDE_KEY = "_scgmdvae_initial_partition"
+"""``.obs`` column of the internal copy of annotations that carries the initial partition."""
 
 
 class GuidedTrainingMixin:
@@ -200,53 +200,19 @@ class GuidedTrainingMixin:
                 **train_kwargs,
             )
 
-    def train_from_kmeans(
+    def _train_from_partition(
         self: CGMDVAE,
-        max_epochs: int | None = None,
-        n_epochs_pretrain: int | None = None,
-        n_epochs_guided: int | None = None,
+        mixture_init: MixtureInit,
+        max_epochs: int,
+        n_epochs_pretrain: int | None,
+        n_epochs_guided: int | None,
+        n_epochs_kl_warmup: int | None,
         **train_kwargs,
     ) -> None:
-        """Pre-train, initialise the mixture from k-means on the latent space, then train.
+        """Pre-train, partition the latent means by ``mixture_init``, train guided, then freely.
 
-        The deep-clustering recipe of VaDE :cite:p:`Jiang17`, built from :meth:`train` and
-        :meth:`train_guided`:
-
-        1. *Pre-training* (``n_epochs_pretrain`` epochs): :meth:`train`, with the KL warm-up
-           spread over these epochs.
-        2. *Initialisation*: k-means with ``n_clusters`` clusters (10 restarts, seeded by
-           ``scvi.settings.seed``) on the posterior means of ``z``.
-        3. *Guided phase* (``n_epochs_guided`` epochs): the k-means clusters guide the
-           mixture as in :meth:`train_guided`, at full KL weight, so that the component means,
-           the Dirichlet posterior and ``q(y|z,c)`` start from them.
-        4. *Free phase* (the remaining epochs): unsupervised training from there.
-
-        The benchmarks page measures it on Kang et al. (2018) and MNIST. ``adata`` is not
-        modified; :attr:`history` holds all phases.
-
-        Parameters
-        ----------
-        max_epochs
-            Total number of epochs; defaults to scVI's heuristic
-            (:func:`~scvi.model.get_max_epochs_heuristic`).
-        n_epochs_pretrain
-            Epochs of pre-training, at least 1; defaults to a third of ``max_epochs``.
-        n_epochs_guided
-            Epochs of the guided phase, at least 1; defaults to half of the epochs left after
-            pre-training. ``n_epochs_pretrain + n_epochs_guided`` may not exceed ``max_epochs``.
-        **train_kwargs
-            Arguments of :meth:`train` other than the epochs and the KL warm-up (``lr``,
-            ``batch_size``, ``plan_kwargs``, trainer arguments, …), for every phase.
-
-        Raises
-        ------
-        ValueError
-            If labels are registered or the epoch counts are inconsistent. Nothing is trained
-            then.
+        See :meth:`train`, of which this is the schedule for ``mixture_init`` not ``None``.
         """
-        self._require_unsupervised("train_from_kmeans")
-        if max_epochs is None:
-            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)
         if n_epochs_guided is None:
@@ -258,18 +224,59 @@ class GuidedTrainingMixin:
                 f"n_epochs_pretrain={n_epochs_pretrain} and n_epochs_guided={n_epochs_guided} "
                 f"must each be at least 1 and add up to at most max_epochs={max_epochs}."
             )
-        self.train(
-            max_epochs=n_epochs_pretrain, n_epochs_kl_warmup=n_epochs_pretrain, **train_kwargs
+        if n_epochs_kl_warmup is None:
+            n_epochs_kl_warmup = n_epochs_pretrain
+        run_training(
+            self,
+            self.adata_manager,
+            "unsupervised",
+            max_epochs=n_epochs_pretrain,
+            n_epochs_kl_warmup=min(n_epochs_kl_warmup, n_epochs_pretrain),
+            **train_kwargs,
         )
-        kmeans = KMeans(self.module.n_clusters, n_init=10, random_state=settings.seed)
-        guide = pd.Categorical(kmeans.fit_predict(self.get_latent_representation()))
-        logger.info("k-means on the latent means: cluster sizes %s.", np.bincount(guide.codes))
+        codes = initial_partition(
+            mixture_init, self.get_latent_representation(), self.module.n_clusters, settings.seed
+        )
+        guide = pd.Categorical(codes)
+        logger.info(
+            "%s partition of the latent means: cluster sizes %s.",
+            mixture_init,
+            np.bincount(guide.codes),
+        )
         self._train_on_guide(
-            KMEANS_GUIDE_KEY,
+            INIT_GUIDE_KEY,
             guide,
             max_epochs=max_epochs - n_epochs_pretrain,
             n_epochs_guided=n_epochs_guided,
             n_epochs_kl_warmup=0,
             guide_weight=None,
+            **train_kwargs,
+        )
+
+    def train_from_kmeans(
+        self: CGMDVAE,
+        max_epochs: int | None = None,
+        n_epochs_pretrain: int | None = None,
+        n_epochs_guided: int | None = None,
+        **train_kwargs,
+    ) -> None:
+        """:meth:`train` with ``mixture_init="kmeans"``, kept for earlier code.
+
+        Pre-training, k-means with ``n_clusters`` clusters (10 restarts) on the posterior means
+        of ``z``, a guided phase on those clusters, then free training: the deep-clustering
+        recipe of VaDE :cite:p:`Jiang17`. Arguments as in :meth:`train`.
+
+        Raises
+        ------
+        ValueError
+            If labels are registered or the epoch counts are inconsistent. Nothing is trained
+            then.
+        """
+        self._require_unsupervised("train_from_kmeans")
+        self.train(
+            max_epochs=max_epochs,
+            mixture_init="kmeans",
+            n_epochs_pretrain=n_epochs_pretrain,
+            n_epochs_guided=n_epochs_guided,
             **train_kwargs,
         )

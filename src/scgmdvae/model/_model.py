@@ -39,6 +39,7 @@ from ..module._module import COUNT_LIKELIHOODS, GeneLikelihood, MixtureWeights
 from ._generative import GenerativeMixin
 from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
+from ._mixture_init import MixtureInit
 from ._query_mapping import QueryMappingMixin
 from ._training import default_kl_warmup_epochs, run_training
 
@@ -330,6 +331,9 @@ class CGMDVAE(
         self,
         max_epochs: int | None = None,
         n_epochs_kl_warmup: int | None = None,
+        mixture_init: MixtureInit | None = None,
+        n_epochs_pretrain: int | None = None,
+        n_epochs_guided: int | None = None,
         lr: float = 1e-3,
         batch_size: int = 128,
         train_size: float | None = None,
@@ -359,7 +363,27 @@ class CGMDVAE(
             (:func:`~scvi.model.get_max_epochs_heuristic`: 400 up to 20,000 cells, fewer above).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises linearly from 0 to 1; defaults to a quarter
-            of ``max_epochs``.
+            of ``max_epochs`` (with ``mixture_init``, to the pre-training epochs).
+        mixture_init
+            ``None`` (plain training), ``"leiden"`` or ``"kmeans"``: initialise the mixture from
+            the data. Only for a new model without labels; then training runs in three phases:
+
+            1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
+            2. *initial partition* of the posterior means of ``z``: Leiden communities of their
+               kNN graph at the resolution that gives ``n_clusters`` communities (or the most
+               below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
+               :cite:p:`Jiang17`);
+            3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
+               in :meth:`train_guided`, so that the component means, the weights and
+               ``q(y|z,c)`` start from it;
+            4. *free phase* (the remaining epochs): unsupervised training from there, in which
+               cells may move between components.
+        n_epochs_pretrain
+            Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
+        n_epochs_guided
+            Epochs of the guided phase with ``mixture_init``; defaults to half of the epochs
+            left after pre-training. ``n_epochs_pretrain + n_epochs_guided`` may not exceed
+            ``max_epochs``.
         lr
             Learning rate of Adam.
         batch_size
@@ -386,26 +410,54 @@ class CGMDVAE(
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        trainer_kwargs.setdefault("early_stopping", early_stopping)
+        shared = {
+            "lr": lr,
+            "batch_size": batch_size,
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "accelerator": accelerator,
+            "devices": devices,
+            "datasplitter_kwargs": datasplitter_kwargs,
+            "plan_kwargs": plan_kwargs,
+            **trainer_kwargs,
+        }
+        if mixture_init is not None:
+            self._check_mixture_init(mixture_init)
+            self._train_from_partition(
+                mixture_init,
+                max_epochs,
+                n_epochs_pretrain,
+                n_epochs_guided,
+                n_epochs_kl_warmup,
+                **shared,
+            )
+            return
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = default_kl_warmup_epochs(max_epochs)
-        trainer_kwargs.setdefault("early_stopping", early_stopping)
         run_training(
             self,
             self.adata_manager,
             "semi-supervised" if self._has_labelled_cells() else "unsupervised",
             max_epochs=max_epochs,
             n_epochs_kl_warmup=n_epochs_kl_warmup,
-            lr=lr,
-            batch_size=batch_size,
-            train_size=train_size,
-            validation_size=validation_size,
-            accelerator=accelerator,
-            devices=devices,
             n_samples_per_label=n_samples_per_label,
-            datasplitter_kwargs=datasplitter_kwargs,
-            plan_kwargs=plan_kwargs,
-            **trainer_kwargs,
+            **shared,
         )
+
+    def _check_mixture_init(self, mixture_init: str) -> None:
+        """Refuse ``mixture_init`` where the mixture is not the model's to initialise."""
+        if mixture_init not in ("leiden", "kmeans"):
+            raise ValueError(
+                f"mixture_init must be 'leiden', 'kmeans' or None, not {mixture_init!r}."
+            )
+        self._require_unsupervised(f"mixture_init={mixture_init!r}")
+        if self.is_trained_ or self._frozen_reference:
+            raise ValueError(
+                f"mixture_init={mixture_init!r} initialises a new model's mixture; this model "
+                "is already trained (or maps a query onto a trained reference). Continue with "
+                "`train(mixture_init=None)`."
+            )
 
     def _make_data_loader(self, adata: AnnData, indices: Sequence[int] | None = None, **kwargs):
         """scvi-tools' data loader; refuses unsorted ``indices`` of an AnnData opened backed.
