@@ -148,3 +148,8 @@ def test_permute_components_renumbers_the_same_mixture(trained_blobs):
         model.module.load_state_dict(state)
     with pytest.raises(ValueError, match="permutation"):
         model.module.permute_components([0, 0, 1, 2])
+
+
+def test_negative_loss_weights_are_refused():
+    with pytest.raises(ValueError, match=r"must not be negative.*mi_y_c_weight"):
+        CGMDVAEModule(n_input=6, n_clusters=3, mi_y_c_weight=-1.0)

@@ -366,7 +366,8 @@ class CGMDVAE(
             of ``max_epochs`` (with ``mixture_init``, to the pre-training epochs).
         mixture_init
             ``None`` (plain training), ``"leiden"`` or ``"kmeans"``: initialise the mixture from
-            the data. Only for a new model without labels; then training runs in three phases:
+            the data. Only for a new model without labels, and at least 2 epochs; then training
+            runs in four phases:
 
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z``: Leiden communities of their

@@ -40,19 +40,16 @@ class FiniteGradientMixin:
         """Raise ``FloatingPointError`` if any parameter's gradient is not finite."""
         if str(self.trainer.precision).startswith("16"):
             return
-        bad = sorted(
-            {
-                name.split(".")[0]
-                for name, parameter in self.module.named_parameters()
-                if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all())
-            }
+        named = [(n, p.grad) for n, p in self.module.named_parameters() if p.grad is not None]
+        finite = torch.stack([torch.isfinite(grad).all() for _, grad in named])
+        if bool(finite.all()):
+            return
+        bad = {name.split(".")[0] for (name, _), ok in zip(named, finite, strict=True) if not ok}
+        raise FloatingPointError(
+            f"The gradient of {', '.join(sorted(bad))} became NaN or Inf while the loss was "
+            "finite; training was stopped before the parameters were updated. Lower the "
+            "learning rate (`lr`) or check the data for extreme values."
         )
-        if bad:
-            raise FloatingPointError(
-                f"The gradient of {', '.join(bad)} became NaN or Inf while the loss was finite; "
-                "training was stopped before the parameters were updated. Lower the learning "
-                "rate (`lr`) or check the data for extreme values."
-            )
 
 
 class CGMDVAETrainingPlan(FiniteGradientMixin, DistributedLoggingMixin, TrainingPlan):
@@ -77,8 +74,14 @@ class GuidedTrainingPlan(CGMDVAESemiSupervisedTrainingPlan):
 
     @staticmethod
     def _with_guide_labels(batch: dict) -> dict:
-        labels = batch[REGISTRY_KEYS.LABELS_KEY]
-        return {**batch, REGISTRY_KEYS.LABELS_KEY: batch[GUIDE_REGISTRY_KEY].to(labels.dtype)}
+        """Return the minibatch with its labels replaced by the guide clusters.
+
+        The guide's key comes first: scvi-tools' semi-supervised step treats a minibatch whose
+        first keys are ``X, batch, labels, …`` as also the labelled minibatch, which would run
+        the classification term on a second forward pass in training only.
+        """
+        guide = batch[GUIDE_REGISTRY_KEY].to(batch[REGISTRY_KEYS.LABELS_KEY].dtype)
+        return {GUIDE_REGISTRY_KEY: guide, **batch, REGISTRY_KEYS.LABELS_KEY: guide}
 
     def training_step(self, batch, batch_idx):
         """Run a training step with the guide clusters as labels."""

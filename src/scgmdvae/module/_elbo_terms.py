@@ -4,8 +4,9 @@ Notation follows the model: ``q(z|x,c)`` and ``q(w|x,c)`` are diagonal Gaussians
 a categorical with probabilities ``q_k`` (or the one-hot observed label), ``q(d|z,c)`` is a
 Dirichlet with concentrations ``g`` (both networks of ``z`` are evaluated at the posterior mean
 of ``z``, so they depend on ``x`` and ``c`` only), ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``,
-``p(w) = N(0, I)`` and ``p(d) = Dir(alpha)``. Every function returns one value per cell, except
-the two minibatch terms outside the ELBO, ``marginal_kl_y`` and ``mutual_information_y_c``.
+``p(w) = N(0, I)`` and ``p(d) = Dir(alpha)``. The ELBO terms return one value per cell; the two
+minibatch terms outside the ELBO, ``marginal_kl_y`` and ``mutual_information_y_c``, one value
+per minibatch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
 
@@ -26,11 +28,12 @@ def gaussian_kl_to_components(
     q_mean, q_var
         Mean and variance of ``q(z|x,c)``, shape ``(n_cells, n_latent)``.
     p_mean, p_var
-        Means and variances of the components, shape ``(n_cells, n_clusters, n_latent)``.
+        Means and variances of the components, shape ``(n_cells, n_clusters, n_latent)``, or
+        with leading sample dimensions (samples of ``w``), which broadcast.
 
     Returns
     -------
-    Tensor of shape ``(n_cells, n_clusters)``.
+    Tensor of shape ``(..., n_cells, n_clusters)``.
     """
     q_mean, q_var = q_mean.unsqueeze(-2), q_var.unsqueeze(-2)
     per_dim = torch.log(p_var) - torch.log(q_var) + (q_var + (q_mean - p_mean) ** 2) / p_var - 1.0
@@ -115,13 +118,15 @@ def mutual_information_y_c(
     in log space, so that it stays finite, with a finite gradient, when probabilities
     underflow.
     """
-    codes = condition.long().view(-1)
+    present = torch.unique(condition.long().view(-1), return_inverse=True)[1]
+    member = F.one_hot(present).T.bool()
+    log_member = torch.zeros_like(member, dtype=log_responsibilities.dtype)
+    log_member = log_member.masked_fill(~member, -math.inf)
+    counts = member.sum(-1, keepdim=True).to(log_responsibilities.dtype)
+    log_per_condition = (
+        torch.logsumexp(log_responsibilities.unsqueeze(0) + log_member.unsqueeze(-1), dim=1)
+        - counts.log()
+    )
     log_marginal = log_mean_responsibilities(log_responsibilities)
-    value = log_responsibilities.new_zeros(())
-    for code in torch.unique(codes).tolist():
-        in_condition = codes == code
-        log_per_condition = log_mean_responsibilities(log_responsibilities[in_condition])
-        share = in_condition.to(log_responsibilities.dtype).mean()
-        kl = (log_per_condition.exp() * (log_per_condition - log_marginal)).sum()
-        value = value + share * kl
-    return value
+    kl = (log_per_condition.exp() * (log_per_condition - log_marginal)).sum(-1)
+    return (counts.squeeze(-1) / condition.numel() * kl).sum()

@@ -145,6 +145,21 @@ class CGMDVAEModule(BaseModuleClass):
         concentration_floor: float = 1e-2,
     ):
         super().__init__()
+        negative = {
+            name: value
+            for name, value in {
+                "kl_z_weight": kl_z_weight,
+                "kl_w_weight": kl_w_weight,
+                "kl_y_weight": kl_y_weight,
+                "kl_d_weight": kl_d_weight,
+                "classification_ratio": classification_ratio,
+                "marginal_kl_y_weight": marginal_kl_y_weight,
+                "mi_y_c_weight": mi_y_c_weight,
+            }.items()
+            if value < 0
+        }
+        if negative:
+            raise ValueError(f"Loss weights must not be negative: {negative}.")
         self.n_input = n_input
         self.n_clusters = n_clusters
         self.n_batch = n_batch
@@ -279,7 +294,8 @@ class CGMDVAEModule(BaseModuleClass):
         ``Σ_k q(y=k) KL(q(z|x) ‖ p(z|w,k))`` is exact in ``z``, and training classifies cells
         exactly as prediction does. Cells with zero counts get a library size of one. With
         ``n_samples > 1``, samples and library sizes get a leading dimension of that size (as
-        in scVI, for :class:`~scvi.model.base.RNASeqMixin`).
+        in scVI, for :class:`~scvi.model.base.RNASeqMixin`); the cluster logits and the
+        concentrations, computed at the mean, do not.
         """
         covariates = self._covariates(batch_index, cat_covs)
         library = torch.log(x.sum(dim=1, keepdim=True).clamp(min=1.0))
@@ -598,6 +614,7 @@ class CGMDVAEModule(BaseModuleClass):
         return log_px.reshape(log_pz.shape) + log_pz + log_pw - log_qz - log_qw
 
     @torch.inference_mode()
+    @auto_move_data
     def marginal_ll(
         self,
         tensors: dict[str, torch.Tensor],
