@@ -1,7 +1,16 @@
 """Unsupervised clustering of Kang et al. (2018): c*GMΔVÆ's own clusters vs scVI/PCA + Leiden.
 
 Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all cells, see
-:func:`_common.load_kang_hvg`), condition registered for the models that take one. Per seed:
+:func:`_common.load_kang_hvg`), condition registered for the models that take one.
+
+Benchmark ``clustering-defaults`` is what a user gets: ``CGMDVAE(adata, n_clusters=8);
+model.train(max_epochs)`` and ``CGMDVAE(adata); model.train(max_epochs)`` (the model chooses the
+number of clusters), beside Leiden on the default model's own latent space and scVI + Leiden at
+the resolution closest to 8 clusters and at scanpy's default resolution 1.
+
+The other entries are the history that led to those defaults. Their c*GMΔVÆ rows name every
+setting that differs from the ELBO's (``kl_w_weight=1``, per-cell Dirichlet weights, no
+``mi_y_c_weight``, plain training), which they pass explicitly. Per seed:
 
 - c*GMΔVÆ, K = 8: ``predict_clusters`` (the model's own q(y|z,c)); k-means (K = 8) and
   Leiden on its latent means are reported beside it as diagnostics.
@@ -54,6 +63,8 @@ SPARSE_K, SPARSE_ALPHA, MIN_SHARE = 20, 0.1, 0.01
 RIGID_KL_W_WEIGHT = 20.0
 MI_Y_C_WEIGHT = 10.0
 TRAIN_KWARGS = {"enable_progress_bar": False}
+ELBO_SETTINGS = {"kl_w_weight": 1.0, "mixture_weights": "dirichlet", "mi_y_c_weight": 0.0}
+"""The module's ELBO settings, which the historical rows start from."""
 
 
 def score(adata: ad.AnnData, clusters: np.ndarray) -> dict[str, float]:
@@ -74,14 +85,35 @@ def train_cgmdvae(
 ) -> CGMDVAE:
     """c*GMΔVÆ on counts with the condition registered, trained for ``epochs``.
 
-    With ``mixture_init`` (``"kmeans"`` or ``"leiden"``) it is trained with
-    ``train(mixture_init=...)`` and its default phases (a third of the epochs each for
-    pre-training, guided and free training).
+    Starts from :data:`ELBO_SETTINGS`, which ``model_kwargs`` override. With ``mixture_init``
+    (``"kmeans"`` or ``"leiden"``) it is trained with ``train(mixture_init=...)`` and its
+    default phases (a third of the epochs each for pre-training, guided and free training).
     """
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
-    model = CGMDVAE(adata, **model_kwargs)
+    model = CGMDVAE(adata, **{**ELBO_SETTINGS, **model_kwargs})
     model.train(max_epochs=epochs, mixture_init=mixture_init, **TRAIN_KWARGS)
     return model
+
+
+def run_defaults(
+    adata: ad.AnnData, seed: int, epochs: int, n_clusters: int | None = N_CLUSTERS
+) -> list[dict]:
+    """What a user gets: ``CGMDVAE(adata, n_clusters=...)`` and ``train(max_epochs)``.
+
+    With ``n_clusters=8``, the model's own clusters and Leiden on its latent space (resolution
+    closest to 8 clusters); with ``n_clusters=None``, the model's own clusters only.
+    """
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata, n_clusters=n_clusters)
+    model.train(max_epochs=epochs, **TRAIN_KWARGS)
+    if n_clusters is None:
+        return [own_clusters(adata, model, "c*GMΔVÆ defaults, K chosen")]
+    name = f"c*GMΔVÆ defaults K={n_clusters}"
+    latent = model.get_latent_representation()
+    return [own_clusters(adata, model, name), latent_clusterings(adata, latent, name, seed)[1]]
+
+
+run_defaults_chosen_k = partial(run_defaults, n_clusters=None)
 
 
 def own_clusters(adata: ad.AnnData, model: CGMDVAE, name: str) -> dict:
@@ -168,15 +200,25 @@ def run_sparse(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
     return [row]
 
 
-def run_scvi(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
-    """scVI (defaults) + Leiden with the resolution closest to 8 clusters."""
+def run_scvi(
+    adata: ad.AnnData, seed: int, epochs: int, default_resolution: bool = False
+) -> list[dict]:
+    """scVI (defaults) + Leiden with the resolution closest to 8 clusters, and k-means.
+
+    With ``default_resolution``, also Leiden at scanpy's default resolution 1.
+    """
     scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="condition")
     model = scvi.model.SCVI(adata)
     model.train(max_epochs=epochs, **TRAIN_KWARGS)
     scvi_kmeans, scvi_leiden = latent_clusterings(
         adata, model.get_latent_representation(), "scVI", seed
     )
-    return [{**scvi_leiden, "method": "scVI + Leiden"}, scvi_kmeans]
+    rows = [{**scvi_leiden, "method": "scVI + Leiden"}, scvi_kmeans]
+    if default_resolution:
+        sc.tl.leiden(adata, resolution=1.0, flavor="igraph", n_iterations=2, random_state=seed)
+        leiden = adata.obs["leiden"].to_numpy()
+        rows.append({"method": "scVI + Leiden, resolution 1", **score(adata, leiden)})
+    return rows
 
 
 def run_pca(adata: ad.AnnData, seed: int, epochs: int) -> list[dict]:
@@ -194,6 +236,11 @@ CONDITION_INDEPENDENT_METHODS = (
     partial(run_rigid_uniform, mi_y_c_weight=MI_Y_C_WEIGHT),
     partial(run_rigid_uniform, mixture_init="kmeans", mi_y_c_weight=MI_Y_C_WEIGHT),
     run_scvi,
+)
+DEFAULTS_METHODS = (
+    run_defaults,
+    run_defaults_chosen_k,
+    partial(run_scvi, default_resolution=True),
 )
 LEIDEN_INIT_METHODS = (
     partial(run_rigid_uniform, mixture_init="leiden", mi_y_c_weight=MI_Y_C_WEIGHT),

@@ -4,8 +4,8 @@ Usage, from the repository root::
 
     python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--out benchmarks/results]
 
-with ``BENCHMARK`` one of clustering, clustering-mi, clustering-leiden-init, speed, mnist,
-ablation-kang, ablation-mnist or all.
+with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-mi,
+clustering-leiden-init, speed, mnist, ablation-kang, ablation-mnist or all.
 
 Each benchmark prints a table (median, min and max over seeds) and writes
 ``<out>/<name>.json`` (machine, versions, epochs, seeds and every row), ``<out>/<name>.csv``
@@ -41,6 +41,12 @@ BENCHMARKS = {
         clustering_kang.DEFAULT_EPOCHS,
         clustering_kang.FIGURE_METRICS,
         partial(clustering_kang.run, methods=clustering_kang.CONDITION_INDEPENDENT_METHODS),
+    ),
+    "clustering-defaults": Benchmark(
+        "clustering_kang_defaults",
+        clustering_kang.DEFAULT_EPOCHS,
+        clustering_kang.FIGURE_METRICS,
+        partial(clustering_kang.run, methods=clustering_kang.DEFAULTS_METHODS),
     ),
     "clustering-leiden-init": Benchmark(
         "clustering_kang_leiden_init",

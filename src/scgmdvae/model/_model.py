@@ -39,11 +39,20 @@ from ..module._module import COUNT_LIKELIHOODS, GeneLikelihood, MixtureWeights
 from ._generative import GenerativeMixin
 from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
-from ._mixture_init import MixtureInit
+from ._mixture_init import N_NEIGHBORS, MixtureInit
 from ._query_mapping import QueryMappingMixin
 from ._training import default_kl_warmup_epochs, run_training
 
 logger = logging.getLogger(__name__)
+
+MIN_EPOCHS_MIXTURE_INIT = 3
+"""Fewest epochs for ``mixture_init``: one each of pre-training, guided and free training."""
+
+CLUSTERING_DEFAULTS = {"kl_w_weight": 20.0, "mi_y_c_weight": 10.0}
+"""Module settings of a model without labels (``mi_y_c_weight`` only with a condition)."""
+
+MAX_CLUSTERS = 30
+"""Upper bound on the number of clusters when the model chooses it (``n_clusters=None``)."""
 
 
 class CGMDVAE(
@@ -115,11 +124,12 @@ class CGMDVAE(
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         dirichlet_alpha: float = 1.0,
-        mixture_weights: MixtureWeights = "dirichlet",
+        mixture_weights: MixtureWeights | None = None,
         gene_likelihood: GeneLikelihood = "nb",
         **module_kwargs,
     ):
         super().__init__(adata)
+        self.init_params_ = self._get_init_params(locals())
         check_data_matrix(
             self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), gene_likelihood
         )
@@ -131,12 +141,16 @@ class CGMDVAE(
                 "supervise with; call `setup_anndata` without `labels_key` to train unsupervised."
             )
         if n_clusters is None:
-            n_clusters = n_labels if n_labels > 0 else 10
+            n_clusters = n_labels if n_labels > 0 else min(MAX_CLUSTERS, adata.n_obs)
         if n_clusters < max(2, n_labels) or n_clusters > adata.n_obs:
             raise ValueError(
                 f"n_clusters={n_clusters} must be at least 2, at least the number of known "
                 f"labels ({n_labels}) and at most the number of cells ({adata.n_obs})."
             )
+        if n_labels == 0:
+            module_kwargs = {**self._clustering_defaults(), **module_kwargs}
+        if mixture_weights is None:
+            mixture_weights = self._default_mixture_weights(n_labels)
         cat_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
@@ -152,6 +166,7 @@ class CGMDVAE(
             dropout_rate=dropout_rate,
             dirichlet_alpha=dirichlet_alpha,
             mixture_weights=mixture_weights,
+            n_cells=adata.n_obs,
             gene_likelihood=gene_likelihood,
             use_size_factor_key=self.registry_["setup_args"]["size_factor_key"] is not None,
             log_variational=gene_likelihood in COUNT_LIKELIHOODS,
@@ -164,7 +179,6 @@ class CGMDVAE(
             f"gene_likelihood: {gene_likelihood}"
         )
         self.scgmdvae_version_ = __version__
-        self.init_params_ = self._get_init_params(locals())
 
     @classmethod
     def setup_anndata(
@@ -304,6 +318,11 @@ class CGMDVAE(
         return categories
 
     @property
+    def chooses_n_clusters(self) -> bool:
+        """Whether the model was built without ``n_clusters`` or labels, to choose ``K`` itself."""
+        return self.init_params_["non_kwargs"]["n_clusters"] is None and not self.label_names
+
+    @property
     def label_names(self) -> list[str]:
         """Known label categories in code order (empty when no labels are registered)."""
         if self.registry_["setup_args"]["labels_key"] is None:
@@ -331,7 +350,7 @@ class CGMDVAE(
         self,
         max_epochs: int | None = None,
         n_epochs_kl_warmup: int | None = None,
-        mixture_init: MixtureInit | None = None,
+        mixture_init: MixtureInit | Literal["auto"] | None = "auto",
         n_epochs_pretrain: int | None = None,
         n_epochs_guided: int | None = None,
         lr: float = 1e-3,
@@ -365,15 +384,18 @@ class CGMDVAE(
             Epochs over which the KL weight rises linearly from 0 to 1; defaults to a quarter
             of ``max_epochs`` (with ``mixture_init``, to the pre-training epochs).
         mixture_init
-            ``None`` (plain training), ``"leiden"`` or ``"kmeans"``: initialise the mixture from
-            the data. Only for a new model without labels, and at least 2 epochs; then training
-            runs in four phases:
+            ``"auto"`` (default), ``"leiden"``, ``"kmeans"`` or ``None`` (plain training).
+            ``"leiden"`` and ``"kmeans"`` initialise the mixture from the data; they are for a
+            new model without labels and at least 3 epochs. ``"auto"`` is ``"leiden"`` where it
+            applies and ``None`` elsewhere (labels, a trained model, a query, fewer epochs or
+            cells). With an initialisation, training runs in four phases:
 
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z``: Leiden communities of their
                kNN graph at the resolution that gives ``n_clusters`` communities (or the most
-               below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
-               :cite:p:`Jiang17`);
+               below it; when the model chooses the number of clusters, at scanpy's default
+               resolution 1, at most ``n_clusters`` communities), or k-means with
+               ``n_clusters`` clusters (VaDE's initialisation, :cite:p:`Jiang17`);
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
@@ -423,6 +445,8 @@ class CGMDVAE(
             "plan_kwargs": plan_kwargs,
             **trainer_kwargs,
         }
+        if mixture_init == "auto":
+            mixture_init = "leiden" if self._can_init_mixture(max_epochs) else None
         if mixture_init is not None:
             self._check_mixture_init(mixture_init)
             self._train_from_partition(
@@ -446,11 +470,21 @@ class CGMDVAE(
             **shared,
         )
 
+    def _can_init_mixture(self, max_epochs: int) -> bool:
+        """Whether ``mixture_init`` applies: a new unsupervised model, enough epochs and cells."""
+        return (
+            not self.label_names
+            and not self.is_trained_
+            and not self._frozen_reference
+            and max_epochs >= MIN_EPOCHS_MIXTURE_INIT
+            and self.adata.n_obs > N_NEIGHBORS
+        )
+
     def _check_mixture_init(self, mixture_init: str) -> None:
         """Refuse ``mixture_init`` where the mixture is not the model's to initialise."""
         if mixture_init not in ("leiden", "kmeans"):
             raise ValueError(
-                f"mixture_init must be 'leiden', 'kmeans' or None, not {mixture_init!r}."
+                f"mixture_init must be 'auto', 'leiden', 'kmeans' or None, not {mixture_init!r}."
             )
         self._require_unsupervised(f"mixture_init={mixture_init!r}")
         if self.is_trained_ or self._frozen_reference:
@@ -569,16 +603,33 @@ class CGMDVAE(
         names = self.cluster_names
         return pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names)
 
+    def _default_mixture_weights(self, n_labels: int) -> MixtureWeights:
+        """Global Dirichlet when the model chooses ``K``, uniform when the user fixes it.
+
+        With labels, the thesis' per-cell Dirichlet.
+        """
+        if n_labels > 0:
+            return "dirichlet"
+        return "global_dirichlet" if self.chooses_n_clusters else "uniform"
+
+    def _clustering_defaults(self) -> dict[str, float]:
+        """:data:`CLUSTERING_DEFAULTS`, without ``mi_y_c_weight`` when there is no condition."""
+        defaults = dict(CLUSTERING_DEFAULTS)
+        if self.summary_stats.n_batch < 2:
+            defaults.pop("mi_y_c_weight")
+        return defaults
+
     def _settings(self) -> dict[str, int | float | str | bool]:
-        """Every setting the model was built with, module keyword arguments included."""
+        """Every setting of the model: its arguments, and the module's resolved defaults."""
         init_params = self.init_params_
         groups = [init_params["non_kwargs"], *init_params["kwargs"].values()]
-        return {
+        given = {
             key: value
             for group in groups
             for key, value in group.items()
             if isinstance(value, int | float | str | bool)
         }
+        return {**given, **self.module.settings()}
 
     def write_results(self, adata: AnnData | None = None, batch_size: int | None = None) -> None:
         """Write the model's outputs into ``adata`` (by default the AnnData it was built on).
@@ -587,15 +638,20 @@ class CGMDVAE(
 
         - ``obsm["X_cgmdvae"]``: posterior mean of ``z``, for ``sc.pp.neighbors(use_rep=...)``.
         - ``obsm["X_cgmdvae_w"]``: posterior mean of ``w``.
-        - ``obs["cgmdvae_cluster"]``: most probable cluster (categorical, :attr:`cluster_names`).
-        - ``obsm["cgmdvae_cluster_probs"]``: ``q(y|z,c)``, cells × clusters.
+        - ``obs["cgmdvae_cluster"]``: most probable cluster, a categorical whose categories are
+          the clusters in use (the :attr:`cluster_names` of components that are the most
+          probable for at least one cell), so that scanpy's ``rank_genes_groups`` and plots
+          grouped by it see no empty groups.
+        - ``obsm["cgmdvae_cluster_probs"]``: ``q(y|z,c)``, cells × every component (columns in
+          the order of ``uns["cgmdvae"]["cluster_names"]``).
         - ``obs["cgmdvae_cluster_confidence"]``: probability of the assigned cluster.
         - ``obs["cgmdvae_prediction"]`` and ``obs["cgmdvae_prediction_confidence"]``, only when
           labels are registered: the predicted label (as :meth:`predict`; a free cluster keeps
           its own name) and its probability.
         - ``uns["cgmdvae"]``: the model's settings (every argument it was built with, module
-          keyword arguments such as ``mi_y_c_weight`` included) and the cluster names (column
-          order of the probabilities).
+          keyword arguments such as ``mi_y_c_weight`` included), the names of all components
+          (column order of the probabilities), and ``n_clusters_used`` with ``cluster_sizes``
+          (cells per cluster in use).
 
         Parameters
         ----------
@@ -615,7 +671,8 @@ class CGMDVAE(
         adata.obsm[RESULT_KEYS.LATENT_Z] = summaries["z"]
         adata.obsm[RESULT_KEYS.LATENT_W] = summaries["w"]
         adata.obsm[RESULT_KEYS.CLUSTER_PROBS] = probs
-        adata.obs[RESULT_KEYS.CLUSTER] = self._most_probable(probs)
+        clusters = self._most_probable(probs).remove_unused_categories()
+        adata.obs[RESULT_KEYS.CLUSTER] = clusters
         adata.obs[RESULT_KEYS.CLUSTER_CONFIDENCE] = probs.max(1)
         if self.label_names:
             for source, target in [
@@ -625,5 +682,7 @@ class CGMDVAE(
                 adata.obs[target] = adata.obs[source].copy()
         adata.uns[RESULT_KEYS.UNS] = {
             "cluster_names": list(self.cluster_names),
+            "n_clusters_used": len(clusters.categories),
+            "cluster_sizes": {str(k): int(v) for k, v in clusters.value_counts().items()},
             "settings": self._settings(),
         }

@@ -21,9 +21,10 @@ from ._networks import ConditionalMLP, gaussian_parameters
 
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 GeneLikelihood = Literal["nb", "zinb", "poisson", "normal", "bernoulli"]
-MixtureWeights = Literal["dirichlet", "uniform"]
+MixtureWeights = Literal["global_dirichlet", "dirichlet", "uniform"]
 COMPONENT_AXES = {
     "prior_concentration": 1,
+    "weight_proportions": 1,
     "cluster_head.readouts.0.": 1,
     "dirichlet_head.readouts.0.": 1,
     "prior_network.readouts.0.": 2,
@@ -80,8 +81,23 @@ class CGMDVAEModule(BaseModuleClass):
     dirichlet_alpha
         Concentration of the symmetric Dirichlet prior ``p(d)``; ``< 1`` favours few clusters.
     mixture_weights
-        ``"dirichlet"`` (c*GMΔVÆ) or ``"uniform"``: fixed uniform weights as in the GMVAE of
-        Dilokthanakul et al.; then ``kl_d`` vanishes and ``kl_y = KL(q(y|z) ‖ Uniform)``.
+        How the mixture weights ``d`` enter:
+
+        - ``"global_dirichlet"``: one ``d`` for the whole data set, with
+          ``q(d) = Dir(gamma)``, ``gamma_k = alpha_k + n_cells · pi_k`` and ``pi`` the
+          running mean of ``q(y|z,c)`` over the training minibatches (the closed-form
+          coordinate update of ``q(d)`` of a variational Bayesian mixture, as in scikit-learn's
+          ``BayesianGaussianMixture``, taken as a stochastic step of about one epoch's memory,
+          as in stochastic variational inference). ``E[log d_k]`` is then close to
+          ``log pi_k`` for a component in use and far below it for an empty one, so that
+          components the data do not need are switched off.
+        - ``"dirichlet"``: the thesis' per-cell ``q(d|z,c)``, amortised by a network. Each
+          cell has its own ``d``, so the prior cannot switch a component off for all cells.
+        - ``"uniform"``: fixed uniform weights as in the GMVAE of Dilokthanakul et al.; then
+          ``kl_d`` vanishes and ``kl_y = KL(q(y|z) ‖ Uniform)``.
+    n_cells
+        Number of cells the weights are shared by (``"global_dirichlet"``; the size of the
+        training data). ``kl_d`` of the global ``d`` is divided among them.
     gene_likelihood
         ``"nb"``, ``"zinb"``, ``"poisson"`` (counts, with library size), ``"normal"``
         (continuous data) or ``"bernoulli"`` (data in ``[0, 1]``).
@@ -129,6 +145,7 @@ class CGMDVAEModule(BaseModuleClass):
         dropout_rate: float = 0.1,
         dirichlet_alpha: float = 1.0,
         mixture_weights: MixtureWeights = "dirichlet",
+        n_cells: int = 1,
         gene_likelihood: GeneLikelihood = "nb",
         dispersion: Literal["gene", "gene-cell"] = "gene",
         use_size_factor_key: bool = False,
@@ -183,7 +200,9 @@ class CGMDVAEModule(BaseModuleClass):
         self.mean_bound = mean_bound
         self.log_var_bound = log_var_bound
         self.concentration_floor = concentration_floor
+        self.n_cells = n_cells
         self.register_buffer("prior_concentration", torch.full((n_clusters,), dirichlet_alpha))
+        self.register_buffer("weight_proportions", torch.full((n_clusters,), 1.0 / n_clusters))
 
         n_cat_list = [n_batch, *(n_cats_per_cov or [])]
         network = {
@@ -220,6 +239,17 @@ class CGMDVAEModule(BaseModuleClass):
         readout = self.prior_network.readouts[0]
         mean_bias = readout.bias.data.view(2, self.n_clusters, self.n_latent)[0]
         mean_bias.normal_(0.0, 1.0)
+
+    def settings(self) -> dict[str, int | float | str]:
+        """Return the number of components, the mixture weights and every loss weight in use."""
+        return {
+            "n_clusters": self.n_clusters,
+            "mixture_weights": self.mixture_weights,
+            **{f"{name}_weight": weight for name, weight in self.term_weights.items()},
+            "classification_ratio": self.classification_ratio,
+            "marginal_kl_y_weight": self.marginal_kl_y_weight,
+            "mi_y_c_weight": self.mi_y_c_weight,
+        }
 
     def is_component_parameter(self, name: str) -> bool:
         """Whether the state-dict entry ``name`` is indexed by mixture component."""
@@ -449,11 +479,47 @@ class CGMDVAEModule(BaseModuleClass):
         mask = mask.unsqueeze(-1)
         return torch.where(mask, one_hot, probs), log_probs.masked_fill(mask, 0.0)
 
+    def global_concentration(self) -> torch.Tensor:
+        """Return ``gamma = alpha + n_cells · pi``, the concentrations of the global ``q(d)``."""
+        return self.prior_concentration + self.n_cells * self.weight_proportions
+
+    @torch.no_grad()
+    def update_weight_proportions(self, responsibilities: torch.Tensor) -> None:
+        """Step ``pi`` towards the minibatch's mean responsibilities, by ``batch / n_cells``.
+
+        The step size makes ``pi`` a running mean over about one epoch; called on every
+        training minibatch with ``"global_dirichlet"`` weights.
+        """
+        n = responsibilities.shape[0]
+        step = min(1.0, n / self.n_cells)
+        batch_mean = responsibilities.float().mean(0)
+        self.weight_proportions.mul_(1.0 - step).add_(step * batch_mean)
+
     def expected_log_weights(self, concentration: torch.Tensor) -> torch.Tensor:
-        """``E_q(d)[log d_k]`` under ``q(d|z,c)``, or ``log(1/K)`` for uniform weights."""
+        """``E_q(d)[log d_k]`` under ``q(d)``, or ``log(1/K)`` for uniform weights."""
         if self.mixture_weights == "dirichlet":
             return terms.expected_log_weights(concentration)
+        if self.mixture_weights == "global_dirichlet":
+            return terms.expected_log_weights(self.global_concentration()).expand_as(concentration)
         return torch.full_like(concentration, -math.log(self.n_clusters))
+
+    def weights_kl(self, concentration: torch.Tensor) -> torch.Tensor:
+        """``kl_d`` per cell: of ``q(d|z,c)``, or the global ``q(d)``'s shared among the cells."""
+        if self.mixture_weights == "dirichlet":
+            return terms.kl_d(concentration, self.prior_concentration)
+        if self.mixture_weights == "global_dirichlet":
+            global_kl = terms.kl_d(self.global_concentration(), self.prior_concentration)
+            return (global_kl / self.n_cells).expand(concentration.shape[:-1])
+        return torch.zeros_like(concentration[..., 0])
+
+    def mixture_proportions(self) -> torch.Tensor:
+        """Return the mixture weights ``E[d]`` under the global ``q(d)``, else under ``p(d)``."""
+        concentration = (
+            self.global_concentration()
+            if self.mixture_weights == "global_dirichlet"
+            else self.prior_concentration
+        )
+        return concentration / concentration.sum()
 
     def elbo_terms(
         self,
@@ -483,16 +549,14 @@ class CGMDVAEModule(BaseModuleClass):
             generative_outputs["pz_mean"].float(),
             generative_outputs["pz_var"].float(),
         )
-        if self.mixture_weights == "dirichlet":
-            d_term = terms.kl_d(concentration, self.prior_concentration)
-        else:
-            d_term = torch.zeros_like(concentration[..., 0])
+        if self.training and self.mixture_weights == "global_dirichlet":
+            self.update_weight_proportions(q_y)
         return {
             "reconstruction_loss": -generative_outputs["px"].log_prob(x).sum(-1),
             "kl_z": terms.kl_z(q_y, component_kl),
             "kl_w": terms.kl_w(qw.loc.float(), qw.scale.float() ** 2),
             "kl_y": terms.kl_y(q_y, log_q_y, self.expected_log_weights(concentration)),
-            "kl_d": d_term,
+            "kl_d": self.weights_kl(concentration),
         }
 
     def classification_loss(
@@ -596,7 +660,7 @@ class CGMDVAEModule(BaseModuleClass):
         """``log p(x,z,w|c) − log q(z,w|x,c)`` at ``n_samples`` samples of ``q``: ``(S, n_cells)``.
 
         ``y`` and ``d`` are summed out exactly: ``p(z|w,c) = Σ_k π_k p(z|w,y=k,c)`` with
-        ``π_k = E_p(d)[d_k] = alpha_k / Σ_j alpha_j`` (``1/K`` for uniform weights).
+        ``π_k = E[d_k]`` (:meth:`mixture_proportions`).
         """
         inference = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
         generative = self.generative(**self._get_generative_input(tensors, inference))
@@ -606,7 +670,7 @@ class CGMDVAEModule(BaseModuleClass):
         log_px = generative["px"].log_prob(tensors[REGISTRY_KEYS.X_KEY].float()).sum(-1)
         pz = Normal(generative["pz_mean"], generative["pz_var"].sqrt())
         log_pz_given_k = pz.log_prob(z.unsqueeze(-2).float()).sum(-1)
-        log_mixture_weights = torch.log(self.prior_concentration / self.prior_concentration.sum())
+        log_mixture_weights = torch.log(self.mixture_proportions())
         log_pz = torch.logsumexp(log_pz_given_k + log_mixture_weights, dim=-1)
         log_pw = Normal(0.0, 1.0).log_prob(w.float()).sum(-1)
         log_qz = inference["qz"].log_prob(z).sum(-1)
