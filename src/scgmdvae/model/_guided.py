@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEIDEN_RESOLUTION = 1.0
-"""Leiden resolution of the initial partition when the model chooses the number of clusters."""
-
 INIT_GUIDE_KEY = "_scgmdvae_initial_partition"
 """``.obs`` column of the internal copy of annotations that carries the initial partition."""
 
@@ -238,11 +235,7 @@ class GuidedTrainingMixin:
             **train_kwargs,
         )
         codes = initial_partition(
-            mixture_init,
-            self.get_latent_representation(),
-            self.module.n_clusters,
-            settings.seed,
-            resolution=LEIDEN_RESOLUTION if self.chooses_n_clusters else None,
+            mixture_init, self.get_latent_representation(), self.module.n_clusters, settings.seed
         )
         guide = pd.Categorical(codes)
         logger.info(

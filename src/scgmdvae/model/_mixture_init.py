@@ -14,16 +14,13 @@ N_NEIGHBORS = 15
 MAX_BISECTIONS = 20
 
 
-def leiden_partition(
-    latent: np.ndarray, n_clusters: int, seed: int, resolution: float | None = None
-) -> np.ndarray:
-    """Leiden communities of the kNN graph of ``latent``, at most ``n_clusters`` of them.
+def leiden_partition(latent: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Leiden communities of the kNN graph of ``latent``, as close to ``n_clusters`` as possible.
 
-    The graph is scanpy's (15 neighbours, UMAP connectivities). With ``resolution`` given,
-    Leiden runs at that resolution. Without it, the resolution is bisected on a log scale
-    between 0.001 and 10 until Leiden finds ``n_clusters`` communities, and the partition with
-    the most communities not above ``n_clusters`` is kept. Communities beyond ``n_clusters``
-    (a graph of many disconnected parts, or a high ``resolution``) are merged by
+    The graph is scanpy's (15 neighbours, UMAP connectivities); the resolution is bisected on a
+    log scale between 0.001 and 10 until Leiden finds ``n_clusters`` communities, and the
+    partition with the most communities not above ``n_clusters`` is kept. If even the lowest
+    resolution gives more (a graph of many disconnected parts), they are merged by
     :func:`merge_communities`.
     """
     graph = AnnData(np.asarray(latent, dtype=np.float32))
@@ -40,11 +37,6 @@ def leiden_partition(
         )
         return graph.obs["leiden"].cat.codes.to_numpy()
 
-    if resolution is not None:
-        best = communities(resolution)
-        if best.max() + 1 > n_clusters:
-            best = merge_communities(latent, best, n_clusters, seed)
-        return best
     low, high = np.log(1e-3), np.log(10.0)
     best = communities(float(np.exp(low)))
     for _ in range(MAX_BISECTIONS):
@@ -79,16 +71,9 @@ def merge_communities(
 
 
 def initial_partition(
-    method: MixtureInit,
-    latent: np.ndarray,
-    n_clusters: int,
-    seed: int,
-    resolution: float | None = None,
+    method: MixtureInit, latent: np.ndarray, n_clusters: int, seed: int
 ) -> np.ndarray:
-    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``.
-
-    ``resolution`` is Leiden's (see :func:`leiden_partition`); k-means ignores it.
-    """
+    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``."""
     if method == "kmeans":
         return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(latent)
-    return leiden_partition(latent, n_clusters, seed, resolution)
+    return leiden_partition(latent, n_clusters, seed)

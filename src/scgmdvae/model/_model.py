@@ -393,9 +393,10 @@ class CGMDVAE(
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z``: Leiden communities of their
                kNN graph at the resolution that gives ``n_clusters`` communities (or the most
-               below it; when the model chooses the number of clusters, at scanpy's default
-               resolution 1, at most ``n_clusters`` communities), or k-means with
-               ``n_clusters`` clusters (VaDE's initialisation, :cite:p:`Jiang17`);
+               below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
+               :cite:p:`Jiang17`). When the model chooses the number of clusters, this is an
+               over-segmentation into up to :data:`MAX_CLUSTERS` communities, which the
+               global Dirichlet then prunes;
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
