@@ -1,0 +1,111 @@
+"""The defaults for clustering, and the global Dirichlet that lets the model choose K."""
+
+import math
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scvi
+import torch
+
+import scgmdvae
+from scgmdvae import CGMDVAE
+from scgmdvae.metrics import adjusted_rand_index
+from scgmdvae.module import CGMDVAEModule
+from scgmdvae.module import _elbo_terms as terms
+
+
+def _module(n_clusters: int = 5, n_cells: int = 1000) -> CGMDVAEModule:
+    return CGMDVAEModule(
+        n_input=20, n_clusters=n_clusters, mixture_weights="global_dirichlet", n_cells=n_cells
+    )
+
+
+def test_global_weights_follow_the_responsibilities_and_switch_off_empty_components():
+    module = _module()
+    module.train()
+    used = torch.tensor([0.5, 0.3, 0.2, 0.0, 0.0])
+    for _ in range(200):
+        module.update_weight_proportions(used.expand(64, -1))
+    torch.testing.assert_close(module.weight_proportions, used, atol=1e-3, rtol=0)
+    log_weights = module.expected_log_weights(torch.ones(1, 5))[0]
+    torch.testing.assert_close(log_weights[:3], used[:3].log(), atol=0.02, rtol=0)
+    assert (log_weights[3:] < math.log(1 / 5) - 5).all()
+
+
+def test_global_weights_kl_is_shared_among_the_cells():
+    module = _module(n_cells=400)
+    module.weight_proportions.copy_(torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0]))
+    per_cell = module.weights_kl(torch.ones(7, 5))
+    gamma = module.prior_concentration + 400 * module.weight_proportions
+    expected = terms.kl_d(gamma, module.prior_concentration) / 400
+    assert per_cell.shape == (7,)
+    torch.testing.assert_close(per_cell, expected.expand(7))
+    torch.testing.assert_close(module.mixture_proportions(), gamma / gamma.sum())
+
+
+def test_global_weights_are_not_updated_outside_training():
+    module = _module()
+    module.eval()
+    before = module.weight_proportions.clone()
+    tensors = {
+        "X": torch.poisson(torch.full((8, 20), 3.0)),
+        "batch": torch.zeros(8, 1),
+        "labels": torch.zeros(8, 1),
+    }
+    module(tensors)
+    torch.testing.assert_close(module.weight_proportions, before)
+
+
+def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    fixed = CGMDVAE(adata, n_clusters=3).module.settings()
+    assert fixed["mixture_weights"] == "uniform"
+    assert fixed["kl_w_weight"] == 20.0 and fixed["mi_y_c_weight"] == 10.0
+    chosen = CGMDVAE(adata)
+    assert chosen.chooses_n_clusters and chosen.module.n_clusters == 30
+    assert chosen.module.mixture_weights == "global_dirichlet"
+    overridden = CGMDVAE(adata, n_clusters=3, mixture_weights="dirichlet", kl_w_weight=1.0)
+    assert overridden.module.settings()["kl_w_weight"] == 1.0
+    assert overridden.module.mixture_weights == "dirichlet"
+
+    no_condition = adata.copy()
+    CGMDVAE.setup_anndata(no_condition, layer="counts")
+    assert CGMDVAE(no_condition, n_clusters=3).module.mi_y_c_weight == 0.0
+
+    labelled = adata.copy()
+    CGMDVAE.setup_anndata(labelled, layer="counts", condition_key="condition", labels_key="cluster")
+    supervised = CGMDVAE(labelled)
+    assert not supervised.chooses_n_clusters
+    assert supervised.module.settings() == CGMDVAEModule(n_input=1, n_clusters=3).settings()
+
+
+@pytest.mark.parametrize("n_clusters", [None, 4])
+def test_defaults_recover_blob_clusters(n_clusters):
+    scvi.settings.seed = 0
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=100, n_clusters=4, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata, n_clusters=n_clusters)
+    model.train(max_epochs=60, enable_progress_bar=False)
+    model.write_results(adata)
+    clusters = adata.obs["cgmdvae_cluster"]
+    assert adjusted_rand_index(adata.obs["cluster"], clusters) >= 0.9
+    used = adata.uns["cgmdvae"]["n_clusters_used"]
+    assert used == len(clusters.cat.categories) == clusters.nunique()
+    assert 4 <= used <= 5
+    assert sum(adata.uns["cgmdvae"]["cluster_sizes"].values()) == adata.n_obs
+
+
+def test_write_results_writes_only_clusters_in_use_for_scanpy(trained_blobs):
+    model, adata = trained_blobs
+    subset = adata[adata.obs["cluster"].isin(adata.obs["cluster"].cat.categories[:2])].copy()
+    model.write_results(subset)
+    clusters = subset.obs["cgmdvae_cluster"]
+    assert len(clusters.cat.categories) == clusters.nunique() == 2
+    assert subset.obsm["cgmdvae_cluster_probs"].shape[1] == 4
+    assert subset.uns["cgmdvae"]["cluster_names"] == model.cluster_names
+    sc.pp.normalize_total(subset, target_sum=1e4)
+    sc.pp.log1p(subset)
+    sc.tl.rank_genes_groups(subset, "cgmdvae_cluster")
+    assert np.asarray(subset.uns["rank_genes_groups"]["names"]).dtype.names is not None
