@@ -6,7 +6,10 @@ Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all c
 Benchmark ``clustering-defaults`` is what a user gets: ``CGMDVAE(adata, n_clusters=8);
 model.train(max_epochs)`` and ``CGMDVAE(adata); model.train(max_epochs)`` (the model chooses the
 number of clusters), beside Leiden on the default model's own latent space and scVI + Leiden at
-the resolution closest to 8 clusters and at scanpy's default resolution 1.
+the resolution closest to 8 clusters and at scanpy's default resolution 1. Benchmark
+``clustering-weights`` is its ablation of the mixture weights: with K = 8, the per-cell and
+the global Dirichlet in place of the default uniform weights; with K chosen, uniform weights in
+place of the default global Dirichlet.
 
 The other entries are the history that led to those defaults. Their c*GMΔVÆ rows name every
 setting that differs from the ELBO's (``kl_w_weight=1``, per-cell Dirichlet weights, no
@@ -96,21 +99,29 @@ def train_cgmdvae(
 
 
 def run_defaults(
-    adata: ad.AnnData, seed: int, epochs: int, n_clusters: int | None = N_CLUSTERS
+    adata: ad.AnnData,
+    seed: int,
+    epochs: int,
+    n_clusters: int | None = N_CLUSTERS,
+    mixture_weights: str | None = None,
 ) -> list[dict]:
     """What a user gets: ``CGMDVAE(adata, n_clusters=...)`` and ``train(max_epochs)``.
 
-    With ``n_clusters=8``, the model's own clusters and Leiden on its latent space (resolution
-    closest to 8 clusters); with ``n_clusters=None``, the model's own clusters only.
+    The model's own clusters; with ``n_clusters=8`` and the default weights, also Leiden on
+    its latent space (resolution closest to 8 clusters). ``mixture_weights`` replaces the
+    default weights, for the ablation.
     """
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
-    model = CGMDVAE(adata, n_clusters=n_clusters)
+    model = CGMDVAE(adata, n_clusters=n_clusters, mixture_weights=mixture_weights)
     model.train(max_epochs=epochs, **TRAIN_KWARGS)
-    if n_clusters is None:
-        return [own_clusters(adata, model, "c*GMΔVÆ defaults, K chosen")]
-    name = f"c*GMΔVÆ defaults K={n_clusters}"
-    latent = model.get_latent_representation()
-    return [own_clusters(adata, model, name), latent_clusterings(adata, latent, name, seed)[1]]
+    name = "c*GMΔVÆ defaults" + (", K chosen" if n_clusters is None else f" K={n_clusters}")
+    if mixture_weights is not None:
+        return [own_clusters(adata, model, f"{name}, mixture_weights={mixture_weights}")]
+    rows = [own_clusters(adata, model, name)]
+    if n_clusters is not None:
+        latent = model.get_latent_representation()
+        rows.append(latent_clusterings(adata, latent, name, seed)[1])
+    return rows
 
 
 run_defaults_chosen_k = partial(run_defaults, n_clusters=None)
@@ -241,6 +252,11 @@ DEFAULTS_METHODS = (
     run_defaults,
     run_defaults_chosen_k,
     partial(run_scvi, default_resolution=True),
+)
+WEIGHTS_METHODS = (
+    partial(run_defaults, mixture_weights="dirichlet"),
+    partial(run_defaults, mixture_weights="global_dirichlet"),
+    partial(run_defaults, n_clusters=None, mixture_weights="uniform"),
 )
 LEIDEN_INIT_METHODS = (
     partial(run_rigid_uniform, mixture_init="leiden", mi_y_c_weight=MI_Y_C_WEIGHT),

@@ -4,7 +4,7 @@ Usage, from the repository root::
 
     python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--out benchmarks/results]
 
-with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-mi,
+with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-weights, clustering-mi,
 clustering-leiden-init, speed, mnist, mnist-defaults, ablation-kang, ablation-mnist or all.
 
 Each benchmark prints a table (median, min and max over seeds) and writes
@@ -47,6 +47,12 @@ BENCHMARKS = {
         clustering_kang.DEFAULT_EPOCHS,
         clustering_kang.FIGURE_METRICS,
         partial(clustering_kang.run, methods=clustering_kang.DEFAULTS_METHODS),
+    ),
+    "clustering-weights": Benchmark(
+        "clustering_kang_weights",
+        clustering_kang.DEFAULT_EPOCHS,
+        clustering_kang.FIGURE_METRICS,
+        partial(clustering_kang.run, methods=clustering_kang.WEIGHTS_METHODS),
     ),
     "clustering-leiden-init": Benchmark(
         "clustering_kang_leiden_init",

@@ -56,7 +56,7 @@ def semi_supervised():
 
 @pytest.fixture(scope="module")
 def unsupervised():
-    """No labels: training curves only, no classification loss."""
+    """No labels: training curves only; the classification loss of the guided epoch."""
     return _tiny_model(labelled=False)
 
 
@@ -93,11 +93,13 @@ def test_cluster_probabilities_groups_missing_values_last(semi_supervised):
 def test_cluster_confidence_one_violin_per_nonempty_group(semi_supervised):
     model, adata = semi_supervised
     ax = scgmdvae.pl.cluster_confidence(adata, show=False)
-    counts = adata.obs[RESULT_KEYS.CLUSTER].value_counts().reindex(model.cluster_names)
+    clusters = adata.obs[RESULT_KEYS.CLUSTER]
+    assert set(clusters.cat.categories) <= set(model.cluster_names)
+    counts = clusters.value_counts().reindex(clusters.cat.categories)
     labels = _labels(ax.get_xticklabels())
     assert labels == [f"{name}\n(n={n})" for name, n in counts.items()]
     violins = [c for c in ax.collections if isinstance(c, PolyCollection)]
-    assert len(violins) == (counts > 0).sum()
+    assert len(violins) == len(counts) == (counts > 0).sum()
 
 
 def test_training_curves_one_panel_per_logged_term(semi_supervised):
@@ -117,7 +119,8 @@ def test_training_curves_one_panel_per_logged_term(semi_supervised):
 def test_training_curves_unsupervised_and_chosen_terms(unsupervised):
     model, _ = unsupervised
     figure = scgmdvae.pl.training_curves(model, show=False)
-    assert [ax.get_title() for ax in figure.axes] == LOSS_PANELS[:-1]
+    assert [ax.get_title() for ax in figure.axes] == LOSS_PANELS
+    assert len(model.history["train_classification_loss"]) == 1
     assert len(figure.axes[0].lines) == 1
     figure = scgmdvae.pl.training_curves(model, terms=["elbo"], show=False)
     assert [ax.get_title() for ax in figure.axes] == ["elbo"]
