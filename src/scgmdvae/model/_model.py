@@ -67,7 +67,8 @@ class CGMDVAE(
     """c*GMΔVÆ: conditional Gaussian-mixture VAE with a Dirichlet prior on the mixture weights.
 
     Clusters cells with a mixture of ``n_clusters`` Gaussians in the latent space ``z``, whose
-    means and variances are produced from a second latent variable ``w`` and the condition.
+    means and variances are produced from a second latent variable ``w`` and the condition;
+    without ``n_clusters`` the model chooses how many clusters to use.
     The condition (treatment, batch, technology) enters every network, so clusters are shared
     across conditions. With labels registered, labelled cells supervise the mixture (label ``k``
     is cluster ``k``) and the model transfers labels to unlabelled cells.
@@ -78,7 +79,10 @@ class CGMDVAE(
         AnnData registered with :meth:`setup_anndata`.
     n_clusters
         Number of mixture components ``K``. Defaults to the number of known labels when labels
-        are registered, else 10. More clusters than labels are allowed: the extra ones are free.
+        are registered. More clusters than labels are allowed: the extra ones are free. Without
+        labels, ``None`` lets the model choose: it starts from 30 components (an upper bound)
+        and a global Dirichlet on the mixture weights switches off those the data do not need
+        (:attr:`chooses_n_clusters`).
     n_latent
         Dimension of the latent space ``z``.
     n_latent_w
@@ -93,7 +97,11 @@ class CGMDVAE(
         Concentration of the symmetric Dirichlet prior on the mixture weights; values below 1
         favour using few clusters, 1 is uniform over the simplex.
     mixture_weights
-        ``"dirichlet"`` (default) or ``"uniform"`` for the plain GMVAE ablation.
+        ``"global_dirichlet"`` (one Dirichlet-distributed weight vector for the whole data set,
+        which can switch components off), ``"dirichlet"`` (the thesis' per-cell weights with an
+        amortised posterior) or ``"uniform"`` (fixed ``1/K``, the plain GMVAE). Defaults to
+        ``"global_dirichlet"`` when the model chooses ``K``, ``"uniform"`` when ``n_clusters``
+        is given without labels, and ``"dirichlet"`` with labels.
     gene_likelihood
         ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"normal"`` for
         log-normalised or other continuous data; ``"bernoulli"`` for data in ``[0, 1]``.
@@ -101,12 +109,14 @@ class CGMDVAE(
         Further arguments of :class:`~scgmdvae.module.CGMDVAEModule`, for example the term
         weights ``kl_z_weight``, ``kl_w_weight``, ``kl_y_weight``, ``kl_d_weight``,
         ``classification_ratio``, ``marginal_kl_y_weight``, ``mi_y_c_weight`` or
-        ``dispersion``.
+        ``dispersion``. Without labels the defaults are set for clustering:
+        ``kl_w_weight=20`` (rigid components) and, with a condition registered,
+        ``mi_y_c_weight=10`` (clusters shared by the conditions); pass them to override.
 
     Examples
     --------
     >>> scgmdvae.CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
-    >>> model = scgmdvae.CGMDVAE(adata, n_clusters=8)
+    >>> model = scgmdvae.CGMDVAE(adata)  # or n_clusters=8
     >>> model.train()
     >>> model.write_results(adata)
     >>> sc.pp.neighbors(adata, use_rep="X_cgmdvae")
@@ -367,7 +377,10 @@ class CGMDVAE(
     ):
         """Train the model with :class:`~scvi.train.Trainer`.
 
-        Without labels this is scVI's unsupervised training; with labelled cells it uses
+        Without labels, a new model is by default pre-trained, its mixture initialised from
+        Leiden communities of the latent space, trained guided by them and then freely
+        (``mixture_init``), each step with scVI's unsupervised training; with labelled cells it
+        uses
         :class:`~scvi.dataloaders.SemiSupervisedDataSplitter`, which adds a minibatch of
         labelled cells to every step, and :class:`~scvi.train.SemiSupervisedTrainingPlan`,
         which logs classification loss and accuracy (``train_classification_loss``,
@@ -395,8 +408,8 @@ class CGMDVAE(
                kNN graph at the resolution that gives ``n_clusters`` communities (or the most
                below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
                :cite:p:`Jiang17`). When the model chooses the number of clusters, this is an
-               over-segmentation into up to :data:`MAX_CLUSTERS` communities, which the
-               global Dirichlet then prunes;
+               over-segmentation into up to 30 communities, which the global Dirichlet then
+               prunes;
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
