@@ -51,7 +51,7 @@ import numpy as np
 import scanpy as sc
 import scvi
 import torch
-from benchmarks._common import leiden_closest_to, load_kang_hvg
+from benchmarks._common import ELBO_SETTINGS, leiden_closest_to, load_kang_hvg
 from sklearn.cluster import KMeans
 
 from scgmdvae import CGMDVAE
@@ -66,8 +66,6 @@ SPARSE_K, SPARSE_ALPHA, MIN_SHARE = 20, 0.1, 0.01
 RIGID_KL_W_WEIGHT = 20.0
 MI_Y_C_WEIGHT = 10.0
 TRAIN_KWARGS = {"enable_progress_bar": False}
-ELBO_SETTINGS = {"kl_w_weight": 1.0, "mixture_weights": "dirichlet", "mi_y_c_weight": 0.0}
-"""The module's ELBO settings, which the historical rows start from."""
 
 
 def score(adata: ad.AnnData, clusters: np.ndarray) -> dict[str, float]:

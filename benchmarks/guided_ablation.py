@@ -36,7 +36,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scvi
-from benchmarks._common import GUIDE_KEY, Benchmark, add_guide, load_kang_hvg
+from benchmarks._common import ELBO_SETTINGS, GUIDE_KEY, Benchmark, add_guide, load_kang_hvg
 from benchmarks.mnist import DEFAULT_MNIST
 from scipy.stats import entropy
 
@@ -81,7 +81,7 @@ def compare(
     n_guide = adata.obs[GUIDE_KEY].nunique()
     k_guided = max(n_classes, n_guide)
     trainings = {
-        "free": lambda model: model.train(max_epochs=epochs, **TRAIN_KWARGS),
+        "free": lambda model: model.train(max_epochs=epochs, mixture_init=None, **TRAIN_KWARGS),
         "half guided": lambda model: model.train_guided(
             GUIDE_KEY, max_epochs=epochs, n_epochs_guided=max(1, epochs // 2), **TRAIN_KWARGS
         ),
@@ -102,7 +102,8 @@ def compare(
     for name, k, weights, training in runs:
         scvi.settings.seed = seed
         start = time.perf_counter()
-        model = CGMDVAE(adata, n_clusters=k, mixture_weights=weights, **model_kwargs)
+        settings = {**ELBO_SETTINGS, "mixture_weights": weights, **model_kwargs}
+        model = CGMDVAE(adata, n_clusters=k, **settings)
         trainings[training](model)
         row = {"method": name, **score(truth, model.predict_clusters(), k)}
         row["seconds"] = round(time.perf_counter() - start, 1)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import anndata as ad
 import numpy as np
 import scvi
-from benchmarks._common import GUIDE_KEY, REPO_ROOT, add_guide
+from benchmarks._common import ELBO_SETTINGS, GUIDE_KEY, REPO_ROOT, add_guide
 
 from scgmdvae import CGMDVAE
 from scgmdvae.data import load_mnist
@@ -56,11 +56,16 @@ def split(adata: ad.AnnData, n_train: int, seed: int) -> tuple[ad.AnnData, ad.An
 
 
 def train_and_score(
-    train: ad.AnnData, test: ad.AnnData, seed: int, n_clusters: int | None, fit: Callable
+    train: ad.AnnData,
+    test: ad.AnnData,
+    seed: int,
+    n_clusters: int | None,
+    fit: Callable,
+    **model_kwargs,
 ) -> dict:
     """Train a Bernoulli c*GMΔVÆ on ``train`` with ``fit`` and score its clusters of ``test``."""
     scvi.settings.seed = seed
-    model = CGMDVAE(train, n_clusters=n_clusters, gene_likelihood="bernoulli")
+    model = CGMDVAE(train, n_clusters=n_clusters, gene_likelihood="bernoulli", **model_kwargs)
     start = time.perf_counter()
     fit(model)
     seconds = time.perf_counter() - start
@@ -122,7 +127,10 @@ def run(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
             test,
             seed,
             10,
-            lambda model: model.train(max_epochs=epochs, enable_progress_bar=False),
+            lambda model: model.train(
+                max_epochs=epochs, mixture_init=None, enable_progress_bar=False
+            ),
+            **ELBO_SETTINGS,
         )
         guided = train_and_score(
             train,
@@ -132,6 +140,7 @@ def run(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
             lambda model: model.train_guided(
                 GUIDE_KEY, max_epochs=epochs, n_epochs_guided=epochs, enable_progress_bar=False
             ),
+            **ELBO_SETTINGS,
         )
         rows.append({"method": "c*GMΔVÆ K=10", "seed": seed, **plain})
         rows.append({"method": "c*GMΔVÆ K=10, Leiden-guided", "seed": seed, **guided, **guide})

@@ -44,17 +44,27 @@ def test_global_weights_kl_is_shared_among_the_cells():
     torch.testing.assert_close(module.mixture_proportions(), gamma / gamma.sum())
 
 
-def test_global_weights_are_not_updated_outside_training():
-    module = _module()
-    module.eval()
-    before = module.weight_proportions.clone()
-    tensors = {
-        "X": torch.poisson(torch.full((8, 20), 3.0)),
-        "batch": torch.zeros(8, 1),
-        "labels": torch.zeros(8, 1),
+def _minibatch(n_cells: int = 8) -> dict[str, torch.Tensor]:
+    return {
+        "X": torch.poisson(torch.full((n_cells, 20), 3.0)),
+        "batch": torch.zeros(n_cells, 1),
+        "labels": torch.zeros(n_cells, 1),
     }
-    module(tensors)
+
+
+def test_global_weights_move_in_training_steps_only():
+    module = _module(n_cells=16)
+    before = module.weight_proportions.clone()
+    module.eval()
+    module(_minibatch())
+    with torch.no_grad():
+        module.train()
+        module(_minibatch())
     torch.testing.assert_close(module.weight_proportions, before)
+    module.train()
+    module(_minibatch())
+    assert not torch.allclose(module.weight_proportions, before)
+    torch.testing.assert_close(module.weight_proportions.sum(), torch.tensor(1.0))
 
 
 def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
@@ -75,7 +85,9 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     assert CGMDVAE(no_condition, n_clusters=3).module.mi_y_c_weight == 0.0
 
     labelled = adata.copy()
-    CGMDVAE.setup_anndata(labelled, layer="counts", condition_key="condition", labels_key="cluster")
+    CGMDVAE.setup_anndata(
+        labelled, layer="counts", condition_key="condition", labels_key="cluster"
+    )
     supervised = CGMDVAE(labelled)
     assert not supervised.chooses_n_clusters
     assert supervised.module.settings() == CGMDVAEModule(n_input=1, n_clusters=3).settings()
@@ -94,18 +106,61 @@ def test_defaults_recover_blob_clusters(n_clusters):
     used = adata.uns["cgmdvae"]["n_clusters_used"]
     assert used == len(clusters.cat.categories) == clusters.nunique()
     assert 4 <= used <= 5
-    assert sum(adata.uns["cgmdvae"]["cluster_sizes"].values()) == adata.n_obs
+    sizes = adata.uns["cgmdvae"]["cluster_sizes"]
+    assert sizes.sum() == adata.n_obs and (sizes > 0).sum() == used
 
 
 def test_write_results_writes_only_clusters_in_use_for_scanpy(trained_blobs):
     model, adata = trained_blobs
-    subset = adata[adata.obs["cluster"].isin(adata.obs["cluster"].cat.categories[:2])].copy()
+    predicted = np.asarray(model.predict_clusters())
+    subset = adata[np.isin(predicted, np.unique(predicted)[:2])].copy()
     model.write_results(subset)
     clusters = subset.obs["cgmdvae_cluster"]
     assert len(clusters.cat.categories) == clusters.nunique() == 2
     assert subset.obsm["cgmdvae_cluster_probs"].shape[1] == 4
     assert subset.uns["cgmdvae"]["cluster_names"] == model.cluster_names
+    sizes = subset.uns["cgmdvae"]["cluster_sizes"]
+    assert sizes.sum() == subset.n_obs and (sizes > 0).sum() == 2
     sc.pp.normalize_total(subset, target_sum=1e4)
     sc.pp.log1p(subset)
     sc.tl.rank_genes_groups(subset, "cgmdvae_cluster")
-    assert np.asarray(subset.uns["rank_genes_groups"]["names"]).dtype.names is not None
+    assert len(subset.uns["rank_genes_groups"]["names"].dtype.names) == 2
+
+
+def test_a_model_that_chose_k_reloads_on_few_cells_with_identical_outputs(tmp_path):
+    scvi.settings.seed = 0
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata)
+    model.train(max_epochs=4, enable_progress_bar=False)
+    model.save(tmp_path / "model")
+    few = adata[:12].copy()
+    reloaded = CGMDVAE.load(str(tmp_path / "model"), adata=few)
+    assert reloaded.module.n_clusters == 30 and reloaded.chooses_n_clusters
+    torch.testing.assert_close(reloaded.module.n_cells, model.module.n_cells)
+    torch.testing.assert_close(
+        reloaded.module.weight_proportions, model.module.weight_proportions.cpu()
+    )
+    np.testing.assert_allclose(
+        reloaded.get_cluster_probabilities(few), model.get_cluster_probabilities(few), rtol=1e-5
+    )
+
+
+def test_auto_initialisation_only_for_a_new_unsupervised_model():
+    scvi.settings.seed = 0
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata, n_clusters=3)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert "train_classification_loss" not in model.history
+    model.train(max_epochs=3, enable_progress_bar=False)
+    assert "train_classification_loss" not in model.history
+    query = scgmdvae.data.synthetic_blobs(
+        n_cells_per_group=20, n_clusters=3, n_conditions=3, seed=1
+    )
+    query = query[query.obs["condition"] == "C"].copy()
+    query_model = CGMDVAE.load_query_data(query, model)
+    query_model.train(max_epochs=3, enable_progress_bar=False)
+    assert "train_classification_loss" not in query_model.history
+    with pytest.raises(ValueError, match="already trained"):
+        model.train(max_epochs=3, mixture_init="leiden")

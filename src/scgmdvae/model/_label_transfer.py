@@ -102,9 +102,12 @@ class LabelTransferMixin:
     ) -> CGMDVAE:
         """Build a labelled model from a trained one, like ``SCANVI.from_scvi_model``.
 
-        ``adata`` is registered with ``model``'s setup and the given labels. The new model has
-        ``model``'s settings, except that ``n_clusters`` defaults to the number of known labels
-        (pass ``n_clusters`` for free extra components); ``model_kwargs`` override any setting.
+        ``adata`` is registered with ``model``'s setup and the given labels. The new model is
+        built with the arguments ``model`` was built with, except that ``n_clusters`` defaults
+        to the number of known labels (pass ``n_clusters`` for free extra components);
+        ``model_kwargs`` override any of them. Defaults that ``model`` resolved for clustering
+        without labels (``kl_w_weight``, ``mi_y_c_weight``, ``mixture_weights``) are not
+        carried over: the labelled model takes the ELBO's, as any labelled model does.
 
         Copied from ``model``: every weight whose name and shape match, that is the encoder
         ``q(z,w|x,c)``, the decoder ``p(x|z,c)`` with its dispersion, and the hidden layers of

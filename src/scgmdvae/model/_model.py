@@ -151,8 +151,8 @@ class CGMDVAE(
                 "supervise with; call `setup_anndata` without `labels_key` to train unsupervised."
             )
         if n_clusters is None:
-            n_clusters = n_labels if n_labels > 0 else min(MAX_CLUSTERS, adata.n_obs)
-        if n_clusters < max(2, n_labels) or n_clusters > adata.n_obs:
+            n_clusters = n_labels if n_labels > 0 else MAX_CLUSTERS
+        elif n_clusters < max(2, n_labels) or n_clusters > adata.n_obs:
             raise ValueError(
                 f"n_clusters={n_clusters} must be at least 2, at least the number of known "
                 f"labels ({n_labels}) and at most the number of cells ({adata.n_obs})."
@@ -489,7 +489,7 @@ class CGMDVAE(
         return (
             not self.label_names
             and not self.is_trained_
-            and not self._frozen_reference
+            and not self._maps_query
             and max_epochs >= MIN_EPOCHS_MIXTURE_INIT
             and self.adata.n_obs > N_NEIGHBORS
         )
@@ -501,7 +501,7 @@ class CGMDVAE(
                 f"mixture_init must be 'auto', 'leiden', 'kmeans' or None, not {mixture_init!r}."
             )
         self._require_unsupervised(f"mixture_init={mixture_init!r}")
-        if self.is_trained_ or self._frozen_reference:
+        if self.is_trained_ or self._maps_query:
             raise ValueError(
                 f"mixture_init={mixture_init!r} initialises a new model's mixture; this model "
                 "is already trained (or maps a query onto a trained reference). Continue with "
@@ -660,12 +660,12 @@ class CGMDVAE(
           the order of ``uns["cgmdvae"]["cluster_names"]``).
         - ``obs["cgmdvae_cluster_confidence"]``: probability of the assigned cluster.
         - ``obs["cgmdvae_prediction"]`` and ``obs["cgmdvae_prediction_confidence"]``, only when
-          labels are registered: the predicted label (as :meth:`predict`; a free cluster keeps
-          its own name) and its probability.
+          labels are registered: the predicted label (as :meth:`predict`, with the labels in
+          use as categories; a free cluster keeps its own name) and its probability.
         - ``uns["cgmdvae"]``: the model's settings (every argument it was built with, module
-          keyword arguments such as ``mi_y_c_weight`` included), the names of all components
-          (column order of the probabilities), and ``n_clusters_used`` with ``cluster_sizes``
-          (cells per cluster in use).
+          keyword arguments such as ``mi_y_c_weight`` included, and the settings in use), the
+          names of all components (``cluster_names``, the column order of the probabilities),
+          ``cluster_sizes`` (cells per component, in that order) and ``n_clusters_used``.
 
         Parameters
         ----------
@@ -696,7 +696,7 @@ class CGMDVAE(
                 adata.obs[target] = adata.obs[source].copy()
         adata.uns[RESULT_KEYS.UNS] = {
             "cluster_names": list(self.cluster_names),
+            "cluster_sizes": np.bincount(probs.argmax(1), minlength=probs.shape[1]),
             "n_clusters_used": len(clusters.categories),
-            "cluster_sizes": {str(k): int(v) for k, v in clusters.value_counts().items()},
             "settings": self._settings(),
         }

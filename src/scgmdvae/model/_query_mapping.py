@@ -124,6 +124,7 @@ class QueryMappingMixin(ArchesMixin):
     """scArches query mapping whose surgery keeps each covariate's categories in place."""
 
     _frozen_reference: bool = False
+    _maps_query: bool = False
 
     @classmethod
     def prepare_query_anndata(
@@ -324,6 +325,8 @@ class QueryMappingMixin(ArchesMixin):
                     "on the query directly, or unfreeze parts with the freeze_* flags."
                 )
             model._frozen_reference = True
+            model.module.update_global_weights = not freeze_prior
+        model._maps_query = True
         model.module.eval()
         model.is_trained_ = False
         return model

@@ -200,7 +200,8 @@ class CGMDVAEModule(BaseModuleClass):
         self.mean_bound = mean_bound
         self.log_var_bound = log_var_bound
         self.concentration_floor = concentration_floor
-        self.n_cells = n_cells
+        self.update_global_weights = True
+        self.register_buffer("n_cells", torch.tensor(float(n_cells)))
         self.register_buffer("prior_concentration", torch.full((n_clusters,), dirichlet_alpha))
         self.register_buffer("weight_proportions", torch.full((n_clusters,), 1.0 / n_clusters))
 
@@ -487,13 +488,30 @@ class CGMDVAEModule(BaseModuleClass):
     def update_weight_proportions(self, responsibilities: torch.Tensor) -> None:
         """Step ``pi`` towards the minibatch's mean responsibilities, by ``batch / n_cells``.
 
-        The step size makes ``pi`` a running mean over about one epoch; called on every
-        training minibatch with ``"global_dirichlet"`` weights.
+        The step size makes ``pi`` a running mean over about one epoch. :meth:`loss` calls it
+        on every training minibatch with ``"global_dirichlet"`` weights, after the loss terms
+        were found finite, unless ``update_global_weights`` is ``False`` (a query mapped onto a
+        frozen reference). Under DDP every process steps its own copy and the copies are
+        synchronised from the first process, so ``pi`` follows that process's minibatches.
         """
-        n = responsibilities.shape[0]
-        step = min(1.0, n / self.n_cells)
+        step = (responsibilities.shape[0] / self.n_cells).clamp(max=1.0)
         batch_mean = responsibilities.float().mean(0)
         self.weight_proportions.mul_(1.0 - step).add_(step * batch_mean)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Load modules saved before the global weights existed, keeping this module's values."""
+        for name in ("weight_proportions", "n_cells"):
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _learns_global_weights(self) -> bool:
+        """Whether this forward pass is a training step that updates the global weights."""
+        return (
+            self.mixture_weights == "global_dirichlet"
+            and self.update_global_weights
+            and self.training
+            and torch.is_grad_enabled()
+        )
 
     def expected_log_weights(self, concentration: torch.Tensor) -> torch.Tensor:
         """``E_q(d)[log d_k]`` under ``q(d)``, or ``log(1/K)`` for uniform weights."""
@@ -549,8 +567,6 @@ class CGMDVAEModule(BaseModuleClass):
             generative_outputs["pz_mean"].float(),
             generative_outputs["pz_var"].float(),
         )
-        if self.training and self.mixture_weights == "global_dirichlet":
-            self.update_weight_proportions(q_y)
         return {
             "reconstruction_loss": -generative_outputs["px"].log_prob(x).sum(-1),
             "kl_z": terms.kl_z(q_y, component_kl),
@@ -616,6 +632,13 @@ class CGMDVAEModule(BaseModuleClass):
             tensors, inference_outputs, generative_outputs, n_observed_labels
         )
         raise_if_non_finite(per_cell)
+        if self._learns_global_weights():
+            q_y, _ = self.responsibilities(
+                inference_outputs["qy_logits"].float(),
+                tensors[REGISTRY_KEYS.LABELS_KEY],
+                n_observed_labels,
+            )
+            self.update_weight_proportions(q_y)
         kl_local = {name: per_cell[name] for name in self.term_weights}
         weighted_kl = sum(self.term_weights[name] * value for name, value in kl_local.items())
         loss = torch.mean(per_cell["reconstruction_loss"] + kl_weight * weighted_kl)
