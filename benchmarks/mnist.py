@@ -77,13 +77,19 @@ def train_and_score(
     }
 
 
+def load_scaled_mnist() -> ad.AnnData:
+    """MNIST from :data:`DEFAULT_MNIST`, pixels scaled to ``[0, 1]``."""
+    adata = load_mnist(DEFAULT_MNIST)
+    adata.X = np.asarray(adata.X, dtype=np.float32) / 255.0
+    return adata
+
+
 DEFAULTS_ROWS = ((10, "c*GMΔVÆ defaults K=10"), (None, "c*GMΔVÆ defaults, K chosen"))
 
 
 def run_defaults(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
     """The defaults with K = 10 and with K chosen by the model, per seed, scored on the test."""
-    adata = load_mnist(DEFAULT_MNIST)
-    adata.X = np.asarray(adata.X, dtype=np.float32) / 255.0
+    adata = load_scaled_mnist()
     rows = []
     for seed in seeds:
         train, test = split(adata, n_train, seed)
@@ -108,8 +114,7 @@ def run_defaults(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
 
 def run(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
     """Train on the train subset per seed, alone and Leiden-guided; score the test clusters."""
-    adata = load_mnist(DEFAULT_MNIST)
-    adata.X = np.asarray(adata.X, dtype=np.float32) / 255.0
+    adata = load_scaled_mnist()
     rows = []
     for seed in seeds:
         train, test = split(adata, n_train, seed)
