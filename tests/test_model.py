@@ -167,3 +167,8 @@ def test_write_results_records_module_keyword_arguments():
     settings = adata.uns["cgmdvae"]["settings"]
     assert settings["mi_y_c_weight"] == 2.5 and settings["kl_w_weight"] == 20.0
     assert settings["n_clusters"] == 3 and settings["gene_likelihood"] == "nb"
+
+
+def test_package_namespace_holds_only_its_public_names():
+    public = {name for name in dir(scgmdvae) if not name.startswith("_")}
+    assert public == {*scgmdvae.__all__, "model", "module"} - {"__version__"}

@@ -1,6 +1,6 @@
 """c*GMΔVÆ: a conditional Gaussian-mixture VAE with a Dirichlet prior, built on scvi-tools."""
 
-import rich.pretty  # noqa: F401  (scvi's view_anndata_setup uses it without importing it)
+import rich.pretty as _rich_pretty  # noqa: F401  (scvi's view_anndata_setup uses it without importing it)
 
 from . import data, metrics, pl
 from ._version import __version__
