@@ -34,32 +34,23 @@ import pandas as pd  # noqa: E402
 from benchmarks import clustering_kang, guided_ablation, mnist, speed  # noqa: E402
 from benchmarks._common import DEFAULT_OUT, Benchmark, write_json  # noqa: E402
 
+
+def kang_clustering(suffix: str, methods: tuple) -> Benchmark:
+    """The Kang clustering benchmark ``clustering_kang_<suffix>``, running ``methods`` per seed."""
+    return Benchmark(
+        f"clustering_kang_{suffix}",
+        clustering_kang.DEFAULT_EPOCHS,
+        clustering_kang.FIGURE_METRICS,
+        partial(clustering_kang.run, methods=methods),
+    )
+
+
 BENCHMARKS = {
     "clustering": clustering_kang,
-    "clustering-mi": Benchmark(
-        "clustering_kang_mi_y_c",
-        clustering_kang.DEFAULT_EPOCHS,
-        clustering_kang.FIGURE_METRICS,
-        partial(clustering_kang.run, methods=clustering_kang.CONDITION_INDEPENDENT_METHODS),
-    ),
-    "clustering-defaults": Benchmark(
-        "clustering_kang_defaults",
-        clustering_kang.DEFAULT_EPOCHS,
-        clustering_kang.FIGURE_METRICS,
-        partial(clustering_kang.run, methods=clustering_kang.DEFAULTS_METHODS),
-    ),
-    "clustering-weights": Benchmark(
-        "clustering_kang_weights",
-        clustering_kang.DEFAULT_EPOCHS,
-        clustering_kang.FIGURE_METRICS,
-        partial(clustering_kang.run, methods=clustering_kang.WEIGHTS_METHODS),
-    ),
-    "clustering-leiden-init": Benchmark(
-        "clustering_kang_leiden_init",
-        clustering_kang.DEFAULT_EPOCHS,
-        clustering_kang.FIGURE_METRICS,
-        partial(clustering_kang.run, methods=clustering_kang.LEIDEN_INIT_METHODS),
-    ),
+    "clustering-mi": kang_clustering("mi_y_c", clustering_kang.CONDITION_INDEPENDENT_METHODS),
+    "clustering-defaults": kang_clustering("defaults", clustering_kang.DEFAULTS_METHODS),
+    "clustering-weights": kang_clustering("weights", clustering_kang.WEIGHTS_METHODS),
+    "clustering-leiden-init": kang_clustering("leiden_init", clustering_kang.LEIDEN_INIT_METHODS),
     "speed": speed,
     "mnist": mnist,
     "mnist-defaults": Benchmark(
