@@ -1,5 +1,8 @@
+import logging
+
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import sparse
@@ -167,7 +170,8 @@ def test_single_condition_reference_gets_condition_columns():
         assert not weight[:, -2].any()
 
 
-def test_query_labels_unknown_or_missing_become_unlabelled():
+@pytest.mark.parametrize("use_query_labels", [False, True])
+def test_query_labels_supervise_only_when_asked(use_query_labels):
     adata = _blobs(n_conditions=3, n_cells_per_group=20)
     reference_adata = adata[adata.obs["condition"] != "C"].copy()
     reference_adata.obs["cell_type"] = reference_adata.obs["cluster"].astype(str)
@@ -179,13 +183,20 @@ def test_query_labels_unknown_or_missing_become_unlabelled():
     query = adata[adata.obs["condition"] == "C"].copy()
     unlabelled_query = query.copy()
     query.obs["cell_type"] = np.where(query.obs["cluster"] == "type_0", "type_0", "new type")
+    query.obs.loc[query.obs_names[0], "cell_type"] = None
     for data in (query, unlabelled_query):
-        query_model = scgmdvae.CGMDVAE.load_query_data(data, reference)
+        obs_before = data.obs.copy()
+        query_model = scgmdvae.CGMDVAE.load_query_data(
+            data, reference, use_query_labels=use_query_labels
+        )
         assert query_model.label_names == reference.label_names
         codes = np.asarray(query_model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
         labelled = codes.ravel() < n_labels
         expected = (data.obs["cluster"] == "type_0").to_numpy() & (data is query)
-        np.testing.assert_array_equal(labelled, expected)
+        expected[0] = False
+        np.testing.assert_array_equal(labelled, expected & use_query_labels)
+        pd.testing.assert_frame_equal(data.obs[obs_before.columns], obs_before)
+        assert "cell_type" in data.obs or data is unlabelled_query
 
 
 def test_prepare_query_pads_and_reorders_genes(trained_blobs):
@@ -272,3 +283,26 @@ def test_freeze_flags_choose_trainable_parameters(flags, added):
     assert all(p.requires_grad for p in unfrozen.module.parameters())
     assert unfrozen._query_plan_kwargs() == {}
     assert query_model._query_plan_kwargs() == {"weight_decay": 0.0}
+
+
+def test_unknown_query_labels_are_reported_through_scvi_logger(trained_blobs):
+    _, reference_adata = trained_blobs
+    labelled = reference_adata.copy()
+    labelled.obs["cell_type"] = labelled.obs["cluster"].astype(str)
+    scgmdvae.CGMDVAE.setup_anndata(
+        labelled, layer="counts", condition_key="condition", labels_key="cell_type"
+    )
+    labelled_reference = scgmdvae.CGMDVAE(labelled, n_clusters=4)
+    query = _condition_c()
+    query.obs["cell_type"] = "B cell"
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("scvi").addHandler(handler)
+    try:
+        scgmdvae.CGMDVAE.load_query_data(query, labelled_reference, use_query_labels=True)
+    finally:
+        logging.getLogger("scvi").removeHandler(handler)
+    messages = [record.getMessage() for record in records if record.levelno >= logging.WARNING]
+    assert any("does not know" in m and "B cell" in m for m in messages)
+    assert (query.obs["cell_type"] == "B cell").all()

@@ -97,6 +97,37 @@ def test_all_unlabelled_labels_column_is_refused():
         CGMDVAE(adata)
 
 
+def assert_columns_unchanged(before: pd.DataFrame, after: pd.DataFrame) -> None:
+    """Every column of ``before`` is in ``after`` with the same values and dtype."""
+    pd.testing.assert_frame_equal(after[before.columns], before)
+
+
+def test_setup_reads_labels_with_missing_values_without_changing_them():
+    adata = small_blobs()
+    labels = np.where(adata.obs["cluster"] == "type_0", "b cells", "a cells").astype(object)
+    labels[:3] = np.nan
+    adata.obs["cell_type"] = labels
+    before = adata.obs.copy()
+    CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cell_type")
+    assert_columns_unchanged(before, adata.obs)
+    assert set(adata.obs.columns) - set(before.columns) == {"_scvi_batch", "_scvi_labels"}
+    model = CGMDVAE(adata)
+    assert model.label_names == ["a cells", "b cells"]
+    codes = adata.obs["_scvi_labels"].to_numpy()
+    assert (codes[:3] == 2).all() and (codes[3:] < 2).all()
+
+
+def test_prepare_query_returns_a_new_anndata_by_default(trained_small):
+    model, adata = trained_small
+    query = adata[:, ::-1].copy()
+    query.obs["extra"] = "x"
+    before = query.copy()
+    prepared = CGMDVAE.prepare_query_anndata(query, model)
+    assert list(prepared.var_names) == list(adata.var_names)
+    assert_adata_unchanged(before, query)
+    assert list(query.var_names) == list(before.var_names)
+
+
 @pytest.fixture(scope="module")
 def trained_small():
     scvi.settings.seed = 0

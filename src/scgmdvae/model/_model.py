@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -16,7 +15,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
-    LabelsWithUnlabeledObsField,
     LayerField,
     NumericalJointObsField,
     NumericalObsField,
@@ -39,11 +37,10 @@ from ..module._module import COUNT_LIKELIHOODS, GeneLikelihood, MixtureWeights
 from ._generative import GenerativeMixin
 from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
+from ._labels_field import PartialLabelsObsField
 from ._mixture_init import N_NEIGHBORS, MixtureInit
 from ._query_mapping import QueryMappingMixin
 from ._training import default_kl_warmup_epochs, run_training
-
-logger = logging.getLogger(__name__)
 
 MIN_EPOCHS_MIXTURE_INIT = 3
 """Fewest epochs for ``mixture_init``: one each of pre-training, guided and free training."""
@@ -206,7 +203,10 @@ class CGMDVAE(
         """Register an AnnData with the model.
 
         Works with dense, CSR and CSC matrices in ``X`` or a layer. Checks run before anything
-        is written, so a failed call leaves ``adata`` unchanged.
+        is written, so a failed call leaves ``adata`` unchanged. A successful call adds only
+        scvi-tools' code columns (``obs["_scvi_batch"]``, ``obs["_scvi_labels"]``, …) and
+        ``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``; the registered columns
+        themselves are read, never rewritten.
 
         Parameters
         ----------
@@ -223,36 +223,34 @@ class CGMDVAE(
             Continuous ``.obs`` columns concatenated to every network's input.
         labels_key
             ``.obs`` column of known labels (cell types); cells whose label is
-            ``unlabeled_category`` or missing are unlabelled.
+            ``unlabeled_category`` or missing (NaN) are unlabelled. A categorical column keeps
+            its order of categories (unused ones dropped), any other column is sorted; this is
+            the order of :attr:`label_names`.
         unlabeled_category
             Value of ``labels_key`` that marks unlabelled cells.
         size_factor_key
             ``.obs`` column of size factors to use instead of the observed library size.
         **kwargs
-            Passed to :meth:`~scvi.data.AnnDataManager.register_fields`.
+            Passed to :meth:`~scvi.data.AnnDataManager.register_fields`: scvi-tools' transfer
+            arguments (``source_registry``, ``extend_categories``), and ``use_labels=False``,
+            which leaves every cell of a transferred AnnData unlabelled. A transfer reads the
+            labels column if there is one.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         covariate_keys = [condition_key, *(categorical_covariate_keys or [])]
+        transfer = kwargs.get("source_registry") is not None
         obs_keys = [
             *covariate_keys,
             *(continuous_covariate_keys or []),
-            labels_key,
+            None if transfer else labels_key,
             size_factor_key,
         ]
         check_setup_keys(adata, layer, obs_keys)
         check_no_missing_values(adata, [*covariate_keys, *(continuous_covariate_keys or [])])
         check_data_matrix(adata.X if layer is None else adata.layers[layer])
         check_size_factors(adata, size_factor_key)
-        if labels_key is not None and adata.obs[labels_key].isna().any():
-            logger.info(
-                "Missing values in adata.obs[%r] become %r.", labels_key, unlabeled_category
-            )
-            labels = adata.obs[labels_key].astype(object)
-            adata.obs[labels_key] = pd.Categorical(
-                labels.where(labels.notna(), unlabeled_category)
-            )
         labels_field = (
-            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
+            PartialLabelsObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
             if labels_key is not None
             else CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
         )

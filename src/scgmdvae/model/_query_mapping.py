@@ -22,20 +22,17 @@ Recipe for a joint embedding of reference and query::
 
 from __future__ import annotations
 
-import logging
-
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
-from scvi.data._constants import _SETUP_ARGS_KEY
+from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY
+from scvi.model._utils import parse_device_args
 from scvi.model.base import ArchesMixin, BaseModelClass
 from scvi.model.base._archesmixin import _get_loaded_data
+from scvi.model.base._save_load import _initialize_model
 from torch import nn
 
 from ._surgery import extend_state_dict, injected_linears, registry_category_counts
-
-logger = logging.getLogger(__name__)
 
 INFERENCE_NETWORKS = ("encoder", "cluster_head", "dirichlet_head")
 GENERATIVE_NETWORKS = ("prior_network", "decoder")
@@ -47,26 +44,6 @@ def _missing_genes_error(missing: pd.Index, n_reference: int, advice: str) -> Va
         f"The query lacks {len(missing)} of the reference's {n_reference} genes "
         f"({len(missing) / n_reference:.0%}){named}. {advice}"
     )
-
-
-def _unlabel_unknown_labels(
-    adata: AnnData, labels_key: str, known: list, unlabeled_category: str
-) -> None:
-    """Mark query cells whose label the reference does not know as unlabelled, in place."""
-    if labels_key not in adata.obs:
-        logger.info("Query has no %r column: all its cells are unlabelled.", labels_key)
-        adata.obs[labels_key] = pd.Categorical([unlabeled_category] * adata.n_obs)
-        return
-    labels = adata.obs[labels_key].astype(object)
-    unknown = labels.notna() & ~labels.isin(known)
-    if unknown.any():
-        logger.info(
-            "%d query cells have labels unknown to the reference (%s); they become %r.",
-            unknown.sum(),
-            ", ".join(map(str, labels[unknown].unique()[:10])),
-            unlabeled_category,
-        )
-        adata.obs[labels_key] = pd.Categorical(labels.where(~unknown, unlabeled_category))
 
 
 def freeze_for_query(
@@ -132,10 +109,12 @@ class QueryMappingMixin(ArchesMixin):
         adata: AnnData,
         reference_model: str | BaseModelClass,
         return_reference_var_names: bool = False,
-        inplace: bool = True,
+        inplace: bool = False,
         max_missing_fraction: float = 0.2,
     ) -> AnnData | pd.Index | None:
         """Reorder the query's genes to the reference's, adding missing ones as zeros.
+
+        Unlike scvi-tools, the default returns a new AnnData and leaves ``adata`` as it was.
 
         Parameters
         ----------
@@ -146,7 +125,8 @@ class QueryMappingMixin(ArchesMixin):
         return_reference_var_names
             Only return the reference's gene names.
         inplace
-            Modify ``adata`` in place; otherwise return a new AnnData.
+            Modify ``adata`` in place (its genes, matrices and ``var``) instead of returning
+            a new AnnData.
         max_missing_fraction
             Largest fraction of reference genes that may be absent from the query (and filled
             with zeros).
@@ -173,7 +153,9 @@ class QueryMappingMixin(ArchesMixin):
                 len(reference_genes),
                 f"At most max_missing_fraction={max_missing_fraction} of them may be missing.",
             )
-        return ArchesMixin.prepare_query_anndata(adata, reference_model, inplace=inplace)
+        query = adata if inplace else adata.copy()
+        ArchesMixin.prepare_query_anndata(query, reference_model, inplace=True)
+        return None if inplace else query
 
     @classmethod
     def load_query_data(
@@ -191,16 +173,17 @@ class QueryMappingMixin(ArchesMixin):
         freeze_batchnorm_decoder: bool = False,
         freeze_prior: bool = True,
         freeze_classifier: bool = True,
+        use_query_labels: bool = False,
     ):
         """Build a query model from a reference by architecture surgery (scArches).
 
         The query is registered with the reference's setup: new categories of the condition
-        and of the categorical covariates are appended to the reference's, labels the
-        reference does not know (or a missing labels column) make cells unlabelled, and
-        every covariate-injected layer gets columns for the new categories, initialised at the
-        mean of the reference categories' columns. By default only these columns are trained
-        (in the encoder and the decoder); everything the reference learnt stays fixed, including
-        the mixture prior and the cluster and Dirichlet heads. Training a query model uses no
+        and of the categorical covariates are appended to the reference's, every query cell is
+        unlabelled unless ``use_query_labels``, and every covariate-injected layer gets
+        columns for the new categories, initialised at the mean of the reference categories'
+        columns. By default only these columns are trained (in the encoder and the decoder);
+        everything the reference learnt stays fixed, including the mixture prior and the
+        cluster and Dirichlet heads. Training a query model uses no
         weight decay unless ``plan_kwargs`` asks for it, since Adam's weight decay would move
         frozen weights.
 
@@ -237,6 +220,11 @@ class QueryMappingMixin(ArchesMixin):
             Keep the mixture prior network ``p(z|w,y,c)`` entirely fixed.
         freeze_classifier
             Keep the cluster head ``q(y|z,c)`` and the Dirichlet head ``q(d|z,c)`` entirely fixed.
+        use_query_labels
+            Let query cells whose label (in the reference's ``labels_key`` column) the
+            reference knows supervise query training; labels it does not know, and missing
+            values, stay unlabelled. Off by default, so that labels kept in the query for
+            evaluation are never used for training. The query's column is read, never changed.
 
         Returns
         -------
@@ -252,7 +240,11 @@ class QueryMappingMixin(ArchesMixin):
         attr_dict, reference_genes, reference_state, _ = _get_loaded_data(
             reference_model, device="cpu"
         )
-        registry = attr_dict["registry_"]
+        registry = attr_dict.pop("registry_")
+        if registry.get(_MODEL_NAME_KEY, cls.__name__) != cls.__name__:
+            raise ValueError(
+                f"The reference is a {registry[_MODEL_NAME_KEY]} model, not a {cls.__name__}."
+            )
         setup_args = registry[_SETUP_ARGS_KEY]
         if not unfrozen and not (
             setup_args["condition_key"] or setup_args["categorical_covariate_keys"]
@@ -271,25 +263,18 @@ class QueryMappingMixin(ArchesMixin):
                 "The query needs the reference's genes in the reference's order: run "
                 "CGMDVAE.prepare_query_anndata(query, reference_model) first.",
             )
-        if setup_args["labels_key"] is not None:
-            label_state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
-            _unlabel_unknown_labels(
-                adata,
-                setup_args["labels_key"],
-                list(label_state["categorical_mapping"]),
-                setup_args["unlabeled_category"],
-            )
-        # scvi-tools' own surgery and freezing are skipped (unfrozen=True): its surgery appends
-        # new columns after the last covariate, which misplaces them when several covariates
-        # grow. The weights are reloaded below with the surgery of this package.
-        model = super().load_query_data(
+        if inplace_subset_query_vars:
+            adata._inplace_subset_var(reference_genes)
+        cls.setup_anndata(
             adata,
-            reference_model,
-            inplace_subset_query_vars=inplace_subset_query_vars,
-            accelerator=accelerator,
-            device=device,
-            unfrozen=True,
+            source_registry=registry,
+            extend_categories=True,
+            use_labels=use_query_labels,
+            **setup_args,
         )
+        model = _initialize_model(cls, adata, registry, attr_dict, None)
+        _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
+        model.to_device(torch_device)
         state, new_columns = extend_state_dict(
             reference_state,
             model.module,
