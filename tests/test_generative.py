@@ -196,3 +196,13 @@ def test_continuous_likelihood_decodes_means_and_rejects_count_methods():
     assert model.sample(10, give_mean=True).shape == (10, 40)
     assert model.predict_condition_response("B").shape == (adata.n_obs, 40)
     assert model.traverse_latent("z").shape == (2, 5, 40)
+
+
+def test_a_model_without_condition_refuses_a_condition_argument():
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=10, n_clusters=2, n_genes=20)
+    scgmdvae.CGMDVAE.setup_anndata(adata, layer="counts")
+    model = scgmdvae.CGMDVAE(adata, n_clusters=2)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.traverse_latent(dim=0, values=[0.0, 1.0]).shape == (2, 2, 20)
+    with pytest.raises(ValueError, match="set up without a condition"):
+        model.sample(n_samples=3, condition="0")

@@ -1,5 +1,7 @@
 """The CGMDVAE model: training, outputs, write-back, save/load and input checks."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from scipy import sparse
 import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import adjusted_rand_index
+from scgmdvae.model._training_plans import LIGHTNING_NOISE
 
 TERMS = ("kl_z", "kl_w", "kl_y", "kl_d")
 
@@ -178,3 +181,15 @@ def test_package_namespace_holds_only_its_public_names_and_submodules():
         and not getattr(getattr(scgmdvae, name), "__name__", "").startswith("scgmdvae.")
     }
     assert not foreign
+
+
+def test_validation_terms_are_logged_on_request_and_lightning_noise_is_hidden():
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=2, n_genes=30)
+    CGMDVAE.setup_anndata(adata, layer="counts")
+    model = CGMDVAE(adata, n_clusters=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=2, check_val_every_n_epoch=1, enable_progress_bar=False)
+    assert {"kl_z_validation", "kl_y_validation", "elbo_validation"} <= set(model.history)
+    messages = [str(warning.message) for warning in caught]
+    assert not [m for m in messages if any(noise in m for noise in LIGHTNING_NOISE)]

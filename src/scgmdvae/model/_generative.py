@@ -35,6 +35,19 @@ class GenerativeMixin:
         state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
         return [str(c) for c in state.categorical_mapping]
 
+    @property
+    def _has_condition(self) -> bool:
+        return self.registry_["setup_args"]["condition_key"] is not None
+
+    def _condition_code(self, condition: str) -> int:
+        """Code of ``condition``; refused for a model set up without a condition."""
+        if not self._has_condition:
+            raise ValueError(
+                "The model was set up without a condition (condition_key=None), so it takes no "
+                "condition argument."
+            )
+        return self._code(condition, self.condition_names, "condition")
+
     @staticmethod
     def _code(name: str, names: list[str], what: str) -> int:
         if str(name) not in names:
@@ -77,7 +90,7 @@ class GenerativeMixin:
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         candidates = np.arange(codes.size)
         if condition is not None:
-            code = self._code(condition, self.condition_names, "condition")
+            code = self._condition_code(condition)
             candidates = candidates[codes == code]
         return candidates[torch.randint(candidates.size, (n_cells,)).numpy()]
 
@@ -237,7 +250,8 @@ class GenerativeMixin:
             raise ValueError(f"dim must be in [0, {n_dims}) for space {space!r}, not {dim}.")
         self._check_if_trained(warn=False)
         self.module.eval()
-        condition = self.condition_names[0] if condition is None else condition
+        if condition is None and self._has_condition:
+            condition = self.condition_names[0]
         reference = self._training_cell_covariates(self._reference_cells(1, condition))
         steps = torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device)
         n_steps, n_clusters = steps.numel(), self.module.n_clusters
@@ -340,12 +354,12 @@ class GenerativeMixin:
         self._check_if_trained(warn=False)
         self.module.eval()
         adata = self._validate_anndata(adata)
-        target = self._code(target_condition, self.condition_names, "condition")
+        target = self._condition_code(target_condition)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         if source_condition is not None:
             manager = self.get_anndata_manager(adata, required=True)
             codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-            source = self._code(source_condition, self.condition_names, "condition")
+            source = self._condition_code(source_condition)
             indices = indices[codes[indices] == source]
             if indices.size == 0:
                 raise ValueError(f"No given cell is in condition {source_condition!r}.")
@@ -395,10 +409,74 @@ class GenerativeMixin:
         """
         self._require_count_likelihood("get_normalized_expression")
         if kwargs.get("weights") == "importance":
-            raise NotImplementedError(
-                "weights='importance' assumes a standard normal prior on z; use 'uniform'."
-            )
+            self.get_importance_weights()
         return super().get_normalized_expression(*args, **kwargs)
+
+    def get_importance_weights(self, *args, **kwargs) -> np.ndarray:
+        """Refused: scvi-tools' importance weights assume a standard normal prior on ``z``.
+
+        c*GMΔVÆ's prior on ``z`` is a mixture, so those weights would be wrong. Use
+        ``weights="uniform"`` in :meth:`get_normalized_expression` and
+        :meth:`differential_expression`, and :meth:`get_marginal_ll` for an importance-sampled
+        likelihood under the model's own prior.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(
+            "scvi-tools' importance weights (weights='importance', get_importance_weights) "
+            "assume a standard normal prior on z, but c*GMΔVÆ's prior is a mixture. Use "
+            "weights='uniform', and get_marginal_ll for an importance-sampled likelihood."
+        )
+
+    def differential_expression(
+        self,
+        adata: AnnData | None = None,
+        groupby: str | None = None,
+        group1: str | Sequence[str] | None = None,
+        group2: str | None = None,
+        idx1: Sequence[int] | Sequence[bool] | str | None = None,
+        idx2: Sequence[int] | Sequence[bool] | str | None = None,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Bayesian differential expression, as :meth:`scvi.model.SCVI.differential_expression`.
+
+        Same arguments and result as scvi-tools'. The groups are checked first: a ``groupby``
+        column that is not in ``adata.obs``, or a ``group1``/``group2`` without cells, raises
+        an error naming the available groups and their sizes. Without ``group1``, each group
+        that has cells is tested against the rest (empty categories are skipped).
+
+        Raises
+        ------
+        KeyError
+            If ``groupby`` is not a column of ``adata.obs``.
+        ValueError
+            For a group without cells, or a ``"normal"`` or ``"bernoulli"`` likelihood.
+        """
+        self._require_count_likelihood("differential_expression")
+        if groupby is not None:
+            obs = (self.adata if adata is None else adata).obs
+            if groupby not in obs:
+                raise KeyError(
+                    f"groupby={groupby!r} is not a column of adata.obs (available: "
+                    f"{list(obs.columns)})."
+                )
+            sizes = obs[groupby].value_counts(sort=False)
+            sizes = sizes[sizes > 0]
+            if group1 is None:
+                group1 = list(sizes.index)
+            requested = [group1] if isinstance(group1, str) else list(group1)
+            missing = [g for g in [*requested, group2] if g is not None and g not in sizes]
+            if missing:
+                raise ValueError(
+                    f"No cells in group(s) {missing} of adata.obs[{groupby!r}]; the groups with "
+                    f"cells are {sizes.to_dict()}."
+                )
+        return super().differential_expression(
+            adata, groupby, group1, group2, idx1, idx2, **kwargs
+        )
 
     def cluster_markers(
         self,

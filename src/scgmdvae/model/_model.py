@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -293,6 +293,53 @@ class CGMDVAE(
                 f"do not fit scgmdvae {__version__}; load it with scgmdvae=={saved_version}."
             ) from error
 
+    @classmethod
+    def convert_legacy_save(cls, *args, **kwargs) -> None:
+        """Refused: no c*GMΔVÆ model was saved in scvi-tools' legacy format (before 0.15).
+
+        Raises
+        ------
+        NotImplementedError
+            Always; load saved models with :meth:`load`.
+        """
+        raise NotImplementedError(
+            "convert_legacy_save converts models saved by scvi-tools before 0.15; no "
+            "c*GMΔVÆ model was saved that way. Load saved models with CGMDVAE.load."
+        )
+
+    def view_registry(self, hide_state_registries: bool = False) -> None:
+        """Print the ``setup_anndata`` arguments, then the registry of the model's AnnData.
+
+        scvi-tools 1.4's version fails on every model (it reads an attribute models no longer
+        have); this prints what it meant to, through :meth:`view_setup_method_args` and
+        :meth:`view_anndata_setup`.
+
+        Parameters
+        ----------
+        hide_state_registries
+            Print only the summary, without each field's categories.
+        """
+        self.view_setup_method_args()
+        self.view_anndata_setup(hide_state_registries=hide_state_registries)
+
+    def update_setup_method_args(self, setup_method_args: dict) -> None:
+        """Refused: the registry would no longer describe the registered data.
+
+        scvi-tools' version edits the stored ``setup_anndata`` arguments without registering
+        the data again (and fails in scvi-tools 1.4). Call :meth:`setup_anndata` with the new
+        arguments and build a new model instead.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(
+            "Changing the setup arguments of a built model would leave its registry out of step "
+            "with its data; call CGMDVAE.setup_anndata(adata, ...) with the new arguments and "
+            "build a new model."
+        )
+
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True):
         """Check a new AnnData against the model before scvi-tools transfers the setup to it.
 
@@ -384,7 +431,9 @@ class CGMDVAE(
         which logs classification loss and accuracy (``train_classification_loss``,
         ``validation_accuracy``, …); then the validation set is evaluated every epoch unless
         ``check_val_every_n_epoch`` is given. Each ELBO term is logged under its own name
-        (``kl_z_train``, ``kl_y_validation``, …) in :attr:`history`.
+        (``kl_z_train``, …) in :attr:`history`, and as ``kl_z_validation``, … when the validation
+        cells are evaluated: every epoch with labels or ``early_stopping``, otherwise (as in
+        scvi-tools) only with ``check_val_every_n_epoch``.
 
         Parameters
         ----------
@@ -549,7 +598,9 @@ class CGMDVAE(
         representation: Literal["z", "w"] = "z",
         give_mean: bool = True,
         batch_size: int | None = None,
-    ) -> np.ndarray:
+        return_dist: bool = False,
+        dataloader: Iterable[dict[str, torch.Tensor]] | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Return the latent representation ``z`` (for neighbours, UMAP) or ``w``.
 
         Parameters
@@ -565,25 +616,74 @@ class CGMDVAE(
             Return posterior means; if ``False``, one sample of the posterior.
         batch_size
             Minibatch size for the forward pass.
+        return_dist
+            Return the means and variances of the Gaussian posterior instead, as scvi-tools
+            does.
+        dataloader
+            Minibatches of registered tensors to use instead of ``adata`` and ``indices`` (as in
+            scvi-tools; :meth:`differential_abundance` passes one).
 
         Returns
         -------
-        Array of shape ``(n_cells, n_latent)`` or ``(n_cells, n_latent_w)``.
+        Array of shape ``(n_cells, n_latent)`` or ``(n_cells, n_latent_w)``; with
+        ``return_dist``, a tuple of two such arrays, the means and the variances.
         """
         if representation not in ("z", "w"):
             raise ValueError(f"representation must be 'z' or 'w', not {representation!r}.")
-        adata = self._validate_anndata(adata)
-        if give_mean:
-            return self._posterior_summaries(adata, indices, batch_size)[representation]
         self._check_if_trained(warn=False)
-        dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        if dataloader is None:
+            adata = self._validate_anndata(adata)
+            if give_mean and not return_dist:
+                return self._posterior_summaries(adata, indices, batch_size)[representation]
+            dataloader = self._make_data_loader(
+                adata=adata, indices=indices, batch_size=batch_size
+            )
         self.module.eval()
+        posterior = f"q{representation}"
+        outputs: dict[str, list[torch.Tensor]] = {"mean": [], "variance": [], "sample": []}
         with torch.inference_mode():
-            samples = [
-                self.module.inference(**self.module._get_inference_input(t))[representation].cpu()
-                for t in dataloader
-            ]
-        return torch.cat(samples).numpy()
+            for tensors in dataloader:
+                inference = self.module.inference(**self.module._get_inference_input(tensors))
+                outputs["mean"].append(inference[posterior].loc.cpu())
+                outputs["variance"].append(inference[posterior].variance.cpu())
+                outputs["sample"].append(inference[representation].cpu())
+        arrays = {key: torch.cat(values).numpy() for key, values in outputs.items()}
+        if return_dist:
+            return arrays["mean"], arrays["variance"]
+        return arrays["mean"] if give_mean else arrays["sample"]
+
+    @torch.inference_mode()
+    def get_latent_library_size(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Return the library size each cell's expression is scaled by, shape ``(n_cells, 1)``.
+
+        c*GMΔVÆ does not infer a library size (as scVI does with
+        ``use_observed_lib_size=False``): it uses each cell's observed total count, 1 for a
+        cell without counts, or the size factor registered with ``size_factor_key``. This
+        returns that value.
+
+        Raises
+        ------
+        ValueError
+            For ``gene_likelihood`` ``"normal"`` or ``"bernoulli"``, which use no library size.
+        """
+        if self.module.gene_likelihood not in COUNT_LIKELIHOODS:
+            raise ValueError(
+                f"gene_likelihood={self.module.gene_likelihood!r} uses no library size; only "
+                f"the count likelihoods {list(COUNT_LIKELIHOODS)} scale by one."
+            )
+        adata = self._validate_anndata(adata)
+        dataloader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        libraries = []
+        for tensors in dataloader:
+            inference = self.module.inference(**self.module._get_inference_input(tensors))
+            library = self.module._get_generative_input(tensors, inference)["library"]
+            libraries.append(library.exp().cpu())
+        return torch.cat(libraries).numpy()
 
     def get_cluster_probabilities(
         self,

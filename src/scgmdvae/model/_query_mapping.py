@@ -158,6 +158,20 @@ class QueryMappingMixin(ArchesMixin):
         return None if inplace else query
 
     @classmethod
+    def prepare_query_mudata(cls, *args, **kwargs) -> None:
+        """Refused: c*GMΔVÆ models an AnnData; use :meth:`prepare_query_anndata`.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(
+            "c*GMΔVÆ is set up with an AnnData, not a MuData; prepare the query's AnnData with "
+            "CGMDVAE.prepare_query_anndata."
+        )
+
+    @classmethod
     def load_query_data(
         cls,
         adata: AnnData,

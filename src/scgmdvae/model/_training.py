@@ -16,6 +16,7 @@ from ._training_plans import (
     CGMDVAETrainingPlan,
     GuidedTrainingPlan,
     PhaseTrainRunner,
+    lightning_noise_hidden,
 )
 
 TrainingMode = Literal["unsupervised", "semi-supervised", "guided"]
@@ -112,12 +113,13 @@ def run_training(
             )
     # Lightning keeps the mode it finds; a trained model is left in eval mode by scvi-tools.
     module.train()
-    PhaseTrainRunner(
-        model,
-        training_plan=training_plan,
-        data_splitter=data_splitter,
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=devices,
-        **trainer_kwargs,
-    )()
+    with lightning_noise_hidden():
+        PhaseTrainRunner(
+            model,
+            training_plan=training_plan,
+            data_splitter=data_splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )()

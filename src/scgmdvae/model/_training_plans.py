@@ -9,6 +9,12 @@ Logging with inference mode switched off creates ordinary accumulators; nothing 
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
@@ -90,6 +96,33 @@ class GuidedTrainingPlan(CGMDVAESemiSupervisedTrainingPlan):
     def validation_step(self, batch, batch_idx):
         """Run a validation step with the guide clusters as labels."""
         return super().validation_step(self._with_guide_labels(batch), batch_idx)
+
+
+LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+LIGHTNING_NOISE = (
+    # scvi-tools logs metrics once per epoch, so the logging interval in steps does not apply.
+    "The number of training batches",
+    # Raised inside Lightning's own code with recent PyTorch; nothing a user can act on.
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+)
+
+
+def _is_not_an_advertisement(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("💡 Tip")
+
+
+@contextmanager
+def lightning_noise_hidden() -> Iterator[None]:
+    """Hide Lightning's advertisement and the warnings in :data:`LIGHTNING_NOISE`."""
+    info_logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
+    info_logger.addFilter(_is_not_an_advertisement)
+    try:
+        with warnings.catch_warnings():
+            for message in LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=re.escape(message))
+            yield
+    finally:
+        info_logger.removeFilter(_is_not_an_advertisement)
 
 
 class PhaseTrainRunner(TrainRunner):

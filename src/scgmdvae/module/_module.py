@@ -677,6 +677,37 @@ class CGMDVAEModule(BaseModuleClass):
             },
         )
 
+    @torch.inference_mode()
+    def sample(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_samples: int = 1,
+        max_poisson_rate: float = 1e8,
+        generative_kwargs: dict | None = None,
+    ) -> torch.Tensor:
+        """Draw posterior predictive samples: ``x ~ p(x|z,c)`` with ``z ~ q(z|x,c)``.
+
+        Used by :meth:`~scvi.model.base.RNASeqMixin.posterior_predictive_sample`, as scVI's
+        ``sample``. Poisson rates are clipped at ``max_poisson_rate``; ``generative_kwargs``
+        go to :meth:`generative` (``transform_batch``).
+
+        Returns
+        -------
+        Tensor on the CPU of shape ``(n_cells, n_genes)``, or ``(n_cells, n_genes, n_samples)``
+        when ``n_samples > 1``.
+        """
+        _, generative_outputs = self.forward(
+            tensors,
+            inference_kwargs={"n_samples": n_samples},
+            generative_kwargs=generative_kwargs,
+            compute_loss=False,
+        )
+        distribution = generative_outputs["px"]
+        if self.gene_likelihood == "poisson":
+            distribution = Poisson(distribution.rate.clamp(max=max_poisson_rate))
+        samples = distribution.sample()
+        return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()
+
     def log_importance_weights(
         self, tensors: dict[str, torch.Tensor], n_samples: int
     ) -> torch.Tensor:
