@@ -6,6 +6,7 @@ import sys
 import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 
 import scgmdvae
 from scgmdvae.cli import _parser, main
@@ -123,3 +124,8 @@ def test_demo_writes_h5ad_and_umap(tmp_path, capsys):
     result = ad.read_h5ad(tmp_path / "pbmc68k_cgmdvae.h5ad")
     assert {"X_cgmdvae", "X_umap"} <= set(result.obsm)
     assert (tmp_path / "umap_pbmc68k_cgmdvae.png").stat().st_size > 10_000
+    sc.tl.rank_genes_groups(result, "cgmdvae_cluster")
+    assert set(result.uns["rank_genes_groups"]["names"].dtype.names) == set(
+        result.obs["cgmdvae_cluster"].cat.categories
+    )
+    sc.pl.dotplot(result, result.var_names[:5], groupby="cgmdvae_cluster", show=False)
