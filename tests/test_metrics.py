@@ -6,6 +6,7 @@ from scgmdvae.metrics import (
     adjusted_rand_index,
     clustering_scores,
     condition_mixing_entropy,
+    expected_calibration_error,
     hungarian_accuracy,
     hungarian_mapping,
     normalized_mutual_info,
@@ -110,3 +111,13 @@ def test_mixing_entropy_is_size_weighted_and_normalised():
 def test_mixing_entropy_needs_two_conditions():
     with pytest.raises(ValueError, match="two conditions"):
         condition_mixing_entropy([0, 1], ["ctrl", "ctrl"])
+
+
+def test_expected_calibration_error_is_zero_when_calibrated_and_large_when_overconfident():
+    probabilities = pd.DataFrame({"a": [0.8] * 10 + [1.0] * 5, "b": [0.2] * 10 + [0.0] * 5})
+    truth = ["a"] * 8 + ["b"] * 2 + ["a"] * 5
+    assert expected_calibration_error(truth, probabilities) == pytest.approx(0.0)
+    wrong = ["b"] * 15
+    assert expected_calibration_error(wrong, probabilities) == pytest.approx(
+        (10 * 0.8 + 5 * 1.0) / 15
+    )

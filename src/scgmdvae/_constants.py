@@ -11,6 +11,8 @@ class _ResultKeys(NamedTuple):
     CLUSTER_CONFIDENCE: str = "cgmdvae_cluster_confidence"
     PREDICTION: str = "cgmdvae_prediction"
     PREDICTION_CONFIDENCE: str = "cgmdvae_prediction_confidence"
+    NOVELTY_SCORE: str = "cgmdvae_novelty_score"
+    NOVELTY_PVALUE: str = "cgmdvae_novelty_pvalue"
     UNS: str = "cgmdvae"
 
 

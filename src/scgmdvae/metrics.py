@@ -238,3 +238,42 @@ def condition_mixing_entropy(clusters: ArrayLike, conditions: ArrayLike) -> floa
         raise ValueError("Mixing entropy needs at least two conditions.")
     entropy = scipy.stats.entropy(table, axis=1) / np.log(n_conditions)
     return float(np.average(entropy, weights=table.sum(axis=1)))
+
+
+def expected_calibration_error(
+    labels_true: ArrayLike, probabilities: pd.DataFrame, n_bins: int = 10
+) -> float:
+    """Return the expected calibration error of predicted probabilities (Guo et al. 2017).
+
+    Cells are binned by the probability of their predicted label (the column with the highest
+    probability) into ``n_bins`` equal-width bins; the error is the mean over bins, weighted by
+    their size, of ``|accuracy − mean probability|``.
+
+    Parameters
+    ----------
+    labels_true
+        True label of each cell; cells with a missing label are dropped.
+    probabilities
+        Cells × labels, with the label names as columns (as
+        :meth:`~scgmdvae.CGMDVAE.predict` with ``soft=True`` returns).
+    n_bins
+        Number of probability bins.
+
+    Returns
+    -------
+    The error, in [0, 1]; 0 for a calibrated model.
+    """
+    labels = pd.Series(np.asarray(labels_true, dtype=object))
+    keep = labels.notna().to_numpy()
+    values = probabilities.to_numpy()[keep]
+    if len(values) == 0:
+        raise ValueError("No cell has a label.")
+    confidence = values.max(1)
+    predicted = np.asarray(probabilities.columns, dtype=object)[values.argmax(1)]
+    correct = predicted.astype(str) == labels[keep].astype(str).to_numpy()
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)

@@ -39,6 +39,7 @@ from ._guided import GuidedTrainingMixin
 from ._label_transfer import LabelTransferMixin
 from ._labels_field import PartialLabelsObsField
 from ._mixture_init import N_NEIGHBORS, MixtureInit
+from ._novelty import NoveltyMixin
 from ._query_mapping import QueryMappingMixin
 from ._training import default_kl_warmup_epochs, run_training
 
@@ -56,6 +57,7 @@ class CGMDVAE(
     GenerativeMixin,
     RNASeqMixin,
     LabelTransferMixin,
+    NoveltyMixin,
     GuidedTrainingMixin,
     QueryMappingMixin,
     VAEMixin,
@@ -530,6 +532,8 @@ class CGMDVAE(
             n_samples_per_label=n_samples_per_label,
             **shared,
         )
+        if self._has_labelled_cells() and not self._maps_query:
+            self._calibrate_novelty()
 
     def _can_init_mixture(self, max_epochs: int) -> bool:
         """Whether ``mixture_init`` applies: a new unsupervised model, enough epochs and cells."""
@@ -760,6 +764,9 @@ class CGMDVAE(
         - ``obs["cgmdvae_prediction"]`` and ``obs["cgmdvae_prediction_confidence"]``, only when
           labels are registered: the predicted label (as :meth:`predict`, with the labels in
           use as categories; a free cluster keeps its own name) and its probability.
+        - ``obs["cgmdvae_novelty_score"]`` and ``obs["cgmdvae_novelty_pvalue"]``, only when the
+          model was trained with labels: how unlike every known type each cell is, as
+          :meth:`get_novelty_scores` (a p-value below 0.01 is a cell to call unknown at 1 %).
         - ``uns["cgmdvae"]``: the model's settings (every argument it was built with, module
           keyword arguments such as ``mi_y_c_weight`` included, and the settings in use), the
           names of all components (``cluster_names``, the column order of the probabilities),
@@ -792,6 +799,10 @@ class CGMDVAE(
                 (RESULT_KEYS.CLUSTER_CONFIDENCE, RESULT_KEYS.PREDICTION_CONFIDENCE),
             ]:
                 adata.obs[target] = adata.obs[source].copy()
+        if self.label_names and self.novelty_calibration_ is not None:
+            novelty = self.get_novelty_scores(adata, batch_size=batch_size)
+            adata.obs[RESULT_KEYS.NOVELTY_SCORE] = novelty["novelty_score"].to_numpy()
+            adata.obs[RESULT_KEYS.NOVELTY_PVALUE] = novelty["novelty_pvalue"].to_numpy()
         adata.uns[RESULT_KEYS.UNS] = {
             "cluster_names": list(self.cluster_names),
             "cluster_sizes": np.bincount(probs.argmax(1), minlength=probs.shape[1]),
