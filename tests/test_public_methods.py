@@ -17,6 +17,7 @@ TESTED_IN_OTHER_FILES = {
     "get_elbo",
     "get_marginal_ll",
     "get_normalized_expression",
+    "get_novelty_scores",
     "get_reconstruction_error",
     "load",
     "load_query_data",

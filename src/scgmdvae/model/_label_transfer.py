@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,15 @@ class LabelTransferMixin:
         if not 0 < unknown_threshold < 1:
             raise ValueError(f"unknown_threshold must be in (0, 1), not {unknown_threshold}.")
         pvalues = self.get_novelty_scores(adata, indices, batch_size)["novelty_pvalue"]
+        smallest = 1 / (self.novelty_calibration_.size + 1)
+        if unknown_threshold <= smallest:
+            warnings.warn(
+                f"No cell can be called unknown at unknown_threshold={unknown_threshold}: with "
+                f"{self.novelty_calibration_.size} calibration cells the smallest p-value is "
+                f"{smallest:.3g}.",
+                UserWarning,
+                stacklevel=2,
+            )
         predictions = predictions.add_categories([UNKNOWN_CATEGORY])
         predictions[pvalues.to_numpy() < unknown_threshold] = UNKNOWN_CATEGORY
         return predictions

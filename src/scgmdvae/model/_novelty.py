@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 UNKNOWN_CATEGORY = "unknown"
 """Prediction of :meth:`~scgmdvae.CGMDVAE.predict` for cells below ``unknown_threshold``."""
 
-MIN_CALIBRATION_CELLS = 50
-"""Fewest labelled validation cells to calibrate on; below, all labelled cells are used."""
+MIN_CALIBRATION_CELLS = 200
+"""Fewest labelled validation cells to calibrate on; below, all labelled cells are used.
+
+With ``n`` calibration cells no p-value is below ``1 / (n + 1)``; 200 allow thresholds down to
+0.005.
+"""
 
 
 class NoveltyMixin:
