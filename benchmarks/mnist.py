@@ -85,22 +85,39 @@ def load_scaled_mnist() -> ad.AnnData:
 
 
 DEFAULTS_ROWS = ((10, "c*GMΔVÆ defaults K=10"), (None, "c*GMΔVÆ defaults, K chosen"))
+WEIGHTS_ROWS = ("dirichlet",)
+"""Mixture weights in place of the defaults' at K = 10, for the ablation ``mnist-weights``."""
 
 
-def run_defaults(seeds: list[int], epochs: int, n_train: int = N_TRAIN) -> dict:
-    """The defaults with K = 10 and with K chosen by the model, per seed, scored on the test."""
+def run_defaults(
+    seeds: list[int], epochs: int, n_train: int = N_TRAIN, weights_ablation: bool = False
+) -> dict:
+    """The defaults with K = 10 and with K chosen by the model, per seed, scored on the test.
+
+    With ``weights_ablation``, instead the defaults at K = 10 with each of
+    :data:`WEIGHTS_ROWS` as ``mixture_weights``.
+    """
     adata = load_scaled_mnist()
     rows = []
+    variants = (
+        [
+            (10, f"c*GMΔVÆ defaults K=10, mixture_weights={w}", {"mixture_weights": w})
+            for w in WEIGHTS_ROWS
+        ]
+        if weights_ablation
+        else [(k, name, {}) for k, name in DEFAULTS_ROWS]
+    )
     for seed in seeds:
         train, test = split(adata, n_train, seed)
         CGMDVAE.setup_anndata(train)
-        for n_clusters, name in DEFAULTS_ROWS:
+        for n_clusters, name, model_kwargs in variants:
             scores = train_and_score(
                 train,
                 test,
                 seed,
                 n_clusters,
                 lambda model: model.train(max_epochs=epochs, enable_progress_bar=False),
+                **model_kwargs,
             )
             rows.append({"method": name, "seed": seed, **scores})
             print(rows[-1], flush=True)

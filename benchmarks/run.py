@@ -5,7 +5,8 @@ Usage, from the repository root::
     python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--out benchmarks/results]
 
 with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-weights, clustering-mi,
-clustering-leiden-init, speed, mnist, mnist-defaults, ablation-kang, ablation-mnist or all.
+clustering-leiden-init, speed, mnist, mnist-defaults, mnist-weights, ablation-kang,
+ablation-mnist or all.
 
 Each benchmark prints a table (median, min and max over seeds) and writes
 ``<out>/<name>.json`` (machine, versions, epochs, seeds and every row), ``<out>/<name>.csv``
@@ -55,6 +56,12 @@ BENCHMARKS = {
     "mnist": mnist,
     "mnist-defaults": Benchmark(
         "mnist_defaults", mnist.DEFAULT_EPOCHS, mnist.FIGURE_METRICS, mnist.run_defaults
+    ),
+    "mnist-weights": Benchmark(
+        "mnist_weights",
+        mnist.DEFAULT_EPOCHS,
+        mnist.FIGURE_METRICS,
+        partial(mnist.run_defaults, weights_ablation=True),
     ),
     "ablation-kang": guided_ablation.KANG,
     "ablation-mnist": guided_ablation.MNIST,
