@@ -16,7 +16,7 @@ FIT = {"enable_progress_bar": False, "logger": False, "enable_checkpointing": Fa
 def reference_and_query():
     """A reference without type_3 (conditions A, B, labelled) and its query (condition C)."""
     scvi.settings.seed = 0
-    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=100, n_clusters=4, n_conditions=3)
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=60, n_clusters=4, n_conditions=3)
     types = adata.obs["cluster"].astype(str)
     in_reference = (adata.obs["condition"] != "C").to_numpy() & (types != "type_3").to_numpy()
     reference = adata[in_reference].copy()
@@ -25,12 +25,12 @@ def reference_and_query():
         reference, layer="counts", condition_key="condition", labels_key="cell_type"
     )
     model = CGMDVAE(reference)
-    model.train(max_epochs=40, **FIT)
+    model.train(max_epochs=30, **FIT)
     query = adata[(adata.obs["condition"] == "C").to_numpy()].copy()
     query.obs["cell_type"] = query.obs["cluster"].astype(str)
     obs_before = query.obs.copy()
     query_model = CGMDVAE.load_query_data(query, model)
-    query_model.train(max_epochs=40, **FIT)
+    query_model.train(max_epochs=30, **FIT)
     return model, query_model, query, obs_before
 
 
