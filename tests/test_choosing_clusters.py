@@ -71,14 +71,14 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     fixed = CGMDVAE(adata, n_clusters=3).module.settings()
-    assert fixed["mixture_weights"] == "uniform"
+    assert fixed["mixture_weights"] == "dirichlet"
     assert fixed["kl_w_weight"] == 20.0 and fixed["mi_y_c_weight"] == 10.0
     chosen = CGMDVAE(adata)
     assert chosen.chooses_n_clusters and chosen.module.n_clusters == 30
     assert chosen.module.mixture_weights == "global_dirichlet"
-    overridden = CGMDVAE(adata, n_clusters=3, mixture_weights="dirichlet", kl_w_weight=1.0)
+    overridden = CGMDVAE(adata, n_clusters=3, mixture_weights="uniform", kl_w_weight=1.0)
     assert overridden.module.settings()["kl_w_weight"] == 1.0
-    assert overridden.module.mixture_weights == "dirichlet"
+    assert overridden.module.mixture_weights == "uniform"
 
     no_condition = adata.copy()
     CGMDVAE.setup_anndata(no_condition, layer="counts")
