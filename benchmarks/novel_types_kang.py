@@ -47,37 +47,19 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 
-from _common import (  # noqa: E402
-    DEFAULT_KANG,
-    DEFAULT_OUT,
-    load_kang_hvg,
-    train_semi_supervised,
-    write_json,
+from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa: E402
+from query_mapping_kang import (  # noqa: E402
+    LABELS_KEY,
+    SEED,
+    map_with_cgmdvae,
+    map_with_scanvi,
+    split,
 )
-from label_transfer_kang import finetune_epochs  # noqa: E402
 from scgmdvae import CGMDVAE  # noqa: E402
 from scgmdvae.metrics import expected_calibration_error  # noqa: E402
 
-LABELS_KEY = "cell_type"
-UNLABELED = "Unknown"
-SEED = 0
-TRAIN_KWARGS = {"enable_progress_bar": False}
-QUERY_PLAN = {"weight_decay": 0.0}
 UNKNOWN_THRESHOLD = 0.01
 N_NEIGHBOURS = 50
-
-
-def split(adata: ad.AnnData, held_out: str) -> tuple[ad.AnnData, ad.AnnData, np.ndarray]:
-    """Annotated control cells without ``held_out`` (reference), all stimulated cells without
-    labels (query), and the query's true labels (``None`` where not annotated)."""
-    types = adata.obs[LABELS_KEY].astype(object)
-    control = (adata.obs["condition"] == "ctrl") & types.notna() & (types != held_out)
-    reference = adata[control.to_numpy()].copy()
-    reference.obs[LABELS_KEY] = pd.Categorical(reference.obs[LABELS_KEY].astype(str))
-    query = adata[(adata.obs["condition"] == "stim").to_numpy()].copy()
-    truth = query.obs[LABELS_KEY].astype(object).to_numpy()
-    del query.obs[LABELS_KEY]
-    return reference, query, truth
 
 
 def knn_uncertainty(
@@ -117,9 +99,7 @@ def run_cgmdvae(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
 ) -> dict[str, np.ndarray | pd.DataFrame]:
     """Semi-supervised reference, query mapping; predictions, probabilities, novelty scores."""
-    model = train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
-    query_model = CGMDVAE.load_query_data(query, model)
-    query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
+    query_model = map_with_cgmdvae(reference, query, ref_epochs, query_epochs)
     probabilities = query_model.predict(soft=True)
     novelty = query_model.get_novelty_scores()
     unknown = query_model.predict(unknown_threshold=UNKNOWN_THRESHOLD)
@@ -139,15 +119,7 @@ def run_scanvi(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
 ) -> dict[str, np.ndarray | pd.DataFrame]:
     """scANVI reference and scArches query mapping; predictions and uncertainties."""
-    scvi.model.SCVI.setup_anndata(
-        reference, layer="counts", batch_key="condition", labels_key=LABELS_KEY
-    )
-    vae = scvi.model.SCVI(reference)
-    vae.train(max_epochs=ref_epochs - finetune_epochs(ref_epochs), **TRAIN_KWARGS)
-    model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNLABELED)
-    model.train(max_epochs=finetune_epochs(ref_epochs), **TRAIN_KWARGS)
-    query_model = scvi.model.SCANVI.load_query_data(query, model)
-    query_model.train(max_epochs=query_epochs, plan_kwargs=QUERY_PLAN, **TRAIN_KWARGS)
+    model, query_model = map_with_scanvi(reference, query, ref_epochs, query_epochs)
     probabilities = query_model.predict(soft=True)
     uncertainty = knn_uncertainty(
         model.get_latent_representation(),

@@ -52,19 +52,25 @@ TRAIN_KWARGS = {"enable_progress_bar": False}
 QUERY_PLAN = {"weight_decay": 0.0}
 
 
-def split(adata: ad.AnnData) -> tuple[ad.AnnData, ad.AnnData]:
-    """Annotated control cells (reference) and stimulated cells without labels (query)."""
-    control = (adata.obs["condition"] == "ctrl") & adata.obs[LABELS_KEY].notna()
+def split(
+    adata: ad.AnnData, held_out: str | None = None
+) -> tuple[ad.AnnData, ad.AnnData, np.ndarray]:
+    """Annotated control cells without type ``held_out`` (reference), stimulated cells without
+    their labels (query), and the query's labels (``None`` where not annotated)."""
+    types = adata.obs[LABELS_KEY].astype(object)
+    control = (adata.obs["condition"] == "ctrl") & types.notna() & (types != held_out)
     reference = adata[control.to_numpy()].copy()
     reference.obs[LABELS_KEY] = pd.Categorical(reference.obs[LABELS_KEY].astype(str))
     query = adata[(adata.obs["condition"] == "stim").to_numpy()].copy()
-    return reference, query
+    truth = query.obs[LABELS_KEY].astype(object).to_numpy()
+    del query.obs[LABELS_KEY]
+    return reference, query, truth
 
 
-def run_scanvi(
+def map_with_scanvi(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
-) -> np.ndarray:
-    """scANVI reference (SCVI + from_scvi_model), then scArches; query label predictions."""
+) -> tuple[scvi.model.SCANVI, scvi.model.SCANVI]:
+    """scANVI reference (SCVI + from_scvi_model), then scArches; the two models."""
     scvi.model.SCVI.setup_anndata(
         reference, layer="counts", batch_key="condition", labels_key=LABELS_KEY
     )
@@ -74,16 +80,32 @@ def run_scanvi(
     model.train(max_epochs=finetune_epochs(ref_epochs), **TRAIN_KWARGS)
     query_model = scvi.model.SCANVI.load_query_data(query, model)
     query_model.train(max_epochs=query_epochs, plan_kwargs=QUERY_PLAN, **TRAIN_KWARGS)
+    return model, query_model
+
+
+def map_with_cgmdvae(
+    reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
+) -> CGMDVAE:
+    """Semi-supervised c*GMΔVÆ reference, then load_query_data; the trained query model."""
+    model = train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
+    query_model = CGMDVAE.load_query_data(query, model)
+    query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
+    return query_model
+
+
+def run_scanvi(
+    reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
+) -> np.ndarray:
+    """scANVI's query label predictions."""
+    _, query_model = map_with_scanvi(reference, query, ref_epochs, query_epochs)
     return np.asarray(query_model.predict(), dtype=str)
 
 
 def run_cgmdvae(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
 ) -> np.ndarray:
-    """Semi-supervised c*GMΔVÆ reference, then load_query_data; query cluster names."""
-    model = train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
-    query_model = CGMDVAE.load_query_data(query, model)
-    query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
+    """c*GMΔVÆ's query cluster names."""
+    query_model = map_with_cgmdvae(reference, query, ref_epochs, query_epochs)
     return np.asarray(query_model.predict_clusters(), dtype=str)
 
 
@@ -98,12 +120,9 @@ def main() -> None:
     parser.add_argument("--query-epochs", type=int, default=40)
     args = parser.parse_args()
 
-    reference, query = split(load_kang_hvg(args.data))
-    truth = query.obs[LABELS_KEY]
-    scored = truth.notna().to_numpy()
-    truth = truth.astype(str).to_numpy()[scored]
-    query = query.copy()
-    del query.obs[LABELS_KEY]
+    reference, query, truth = split(load_kang_hvg(args.data))
+    scored = pd.notna(truth)
+    truth = truth[scored].astype(str)
 
     rows = []
     for name, method in METHODS.items():

@@ -18,7 +18,6 @@ from scvi.model._utils import get_max_epochs_heuristic
 
 from ._constants import RESULT_KEYS
 from ._demo import run_demo
-from ._validation import check_data_matrix
 from .model import CGMDVAE
 from .module._module import COUNT_LIKELIHOODS
 
@@ -115,15 +114,15 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise FileExistsError(f"{option} {path} exists; pass --overwrite to replace it.")
 
 
-def _check_likelihood(adata: ad.AnnData, args: argparse.Namespace) -> None:
-    """Refuse data that do not fit a count likelihood with the options that fix it."""
-    if args.gene_likelihood not in COUNT_LIKELIHOODS:
-        return
-    matrix = adata.X if args.layer is None else adata.layers[args.layer]
+def _build_model(adata: ad.AnnData, args: argparse.Namespace) -> CGMDVAE:
+    """Build the model, refusing data that do not fit a count likelihood with CLI advice.
+
+    The model's own message names Python arguments; this one names the options that fix it.
+    """
     try:
-        check_data_matrix(matrix, args.gene_likelihood)
+        return CGMDVAE(adata, n_clusters=args.n_clusters, gene_likelihood=args.gene_likelihood)
     except ValueError as error:
-        if "raw counts" not in str(error):
+        if args.gene_likelihood not in COUNT_LIKELIHOODS or "raw counts" not in str(error):
             raise
         where = "X" if args.layer is None else f"layer {args.layer!r}"
         raise ValueError(
@@ -140,7 +139,6 @@ def _fit(args: argparse.Namespace) -> str:
     adata = ad.read_h5ad(args.input)
     if args.layer is not None and args.layer not in adata.layers:
         raise KeyError(f"--layer {args.layer!r} is not a layer (layers: {list(adata.layers)}).")
-    _check_likelihood(adata, args)
     scvi.settings.seed = args.seed
     CGMDVAE.setup_anndata(
         adata,
@@ -150,7 +148,7 @@ def _fit(args: argparse.Namespace) -> str:
         labels_key=args.labels_key,
         unlabeled_category=args.unlabeled_category,
     )
-    model = CGMDVAE(adata, n_clusters=args.n_clusters, gene_likelihood=args.gene_likelihood)
+    model = _build_model(adata, args)
     max_epochs = args.max_epochs or get_max_epochs_heuristic(adata.n_obs)
     model.train(max_epochs=max_epochs, batch_size=args.batch_size)
     model.write_results(adata)

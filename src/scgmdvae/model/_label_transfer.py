@@ -96,16 +96,21 @@ class LabelTransferMixin:
         are :attr:`cluster_names` (and ``"unknown"`` with ``unknown_threshold``). With
         ``soft=True``, a DataFrame of probabilities, cells (``obs_names``) × :attr:`cluster_names`.
         """
+        if soft and unknown_threshold is not None:
+            raise ValueError("unknown_threshold applies to hard predictions (soft=False).")
+        if unknown_threshold is not None:
+            if not 0 < unknown_threshold < 1:
+                raise ValueError(f"unknown_threshold must be in (0, 1), not {unknown_threshold}.")
+            self._require_novelty_calibration()
+        probabilities = self.get_cluster_probabilities(adata, indices, batch_size)
         if soft:
-            if unknown_threshold is not None:
-                raise ValueError("unknown_threshold applies to hard predictions (soft=False).")
-            return self.get_cluster_probabilities(adata, indices, batch_size)
-        predictions = self.predict_clusters(adata, indices, batch_size)
+            return probabilities
+        predictions = self._most_probable(probabilities.to_numpy())
         if unknown_threshold is None:
             return predictions
-        if not 0 < unknown_threshold < 1:
-            raise ValueError(f"unknown_threshold must be in (0, 1), not {unknown_threshold}.")
-        pvalues = self.get_novelty_scores(adata, indices, batch_size)["novelty_pvalue"]
+        pvalues = self._novelty_frame(probabilities.to_numpy(), probabilities.index)[
+            "novelty_pvalue"
+        ]
         smallest = 1 / (self.novelty_calibration_.size + 1)
         if unknown_threshold <= smallest:
             warnings.warn(

@@ -798,7 +798,7 @@ class CGMDVAE(
             ]:
                 adata.obs[target] = adata.obs[source].copy()
         if self.label_names and self.novelty_calibration_ is not None:
-            novelty = self.get_novelty_scores(adata, batch_size=batch_size)
+            novelty = self._novelty_frame(probs, adata.obs_names)
             adata.obs[RESULT_KEYS.NOVELTY_SCORE] = novelty["novelty_score"].to_numpy()
             adata.obs[RESULT_KEYS.NOVELTY_PVALUE] = novelty["novelty_pvalue"].to_numpy()
         adata.uns[RESULT_KEYS.UNS] = {

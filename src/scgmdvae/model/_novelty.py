@@ -40,20 +40,37 @@ With ``n`` calibration cells no p-value is below ``1 / (n + 1)``; 200 allow thre
 """
 
 
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Entropy of each row of ``probabilities``: the novelty score."""
+    return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(1)
+
+
 class NoveltyMixin:
     """Novelty scores and p-values of cells against the known types, for :class:`CGMDVAE`."""
 
     novelty_calibration_: np.ndarray | None = None
 
-    def _novelty_scores(
-        self: CGMDVAE,
-        adata: AnnData,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-    ) -> np.ndarray:
-        """Entropy of ``q(y|z̄,c)`` of validated ``adata``'s cells: higher is less like one type."""
-        probabilities = self._posterior_summaries(adata, indices, batch_size)["cluster_probs"]
-        return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(1)
+    def _novelty_frame(
+        self: CGMDVAE, probabilities: np.ndarray, obs_names: pd.Index
+    ) -> pd.DataFrame:
+        """Scores and p-values of cells with cluster probabilities ``probabilities``."""
+        scores = entropy(probabilities)
+        calibration = self.novelty_calibration_
+        at_least = calibration.size - np.searchsorted(calibration, scores, side="left")
+        return pd.DataFrame(
+            {"novelty_score": scores, "novelty_pvalue": (1 + at_least) / (calibration.size + 1)},
+            index=obs_names,
+        )
+
+    def _require_novelty_calibration(self: CGMDVAE) -> None:
+        """Raise a ``ValueError`` unless the model has labels and a novelty calibration."""
+        if not self.label_names:
+            raise ValueError("Novelty is measured against known types; this model has no labels.")
+        if self.novelty_calibration_ is None:
+            raise ValueError(
+                "The model has no novelty calibration: it is computed at the end of training "
+                "with labels, and models saved before novelty scores existed lack it; train it."
+            )
 
     def _calibrate_novelty(self: CGMDVAE) -> None:
         """Store the sorted scores of labelled cells held out of training.
@@ -66,7 +83,8 @@ class NoveltyMixin:
         labelled = np.flatnonzero(codes.ravel() < len(self.label_names))
         validation = np.intersect1d(labelled, np.asarray(self.validation_indices))
         cells = validation if validation.size >= MIN_CALIBRATION_CELLS else labelled
-        self.novelty_calibration_ = np.sort(self._novelty_scores(self.adata, np.sort(cells)))
+        probabilities = self._posterior_summaries(self.adata, np.sort(cells))["cluster_probs"]
+        self.novelty_calibration_ = np.sort(entropy(probabilities))
 
     def get_novelty_scores(
         self: CGMDVAE,
@@ -101,20 +119,6 @@ class NoveltyMixin:
         ValueError
             If the model has no labels, or was not trained with them (no calibration).
         """
-        if not self.label_names:
-            raise ValueError("Novelty is measured against known types; this model has no labels.")
-        if self.novelty_calibration_ is None:
-            raise ValueError(
-                "The model has no novelty calibration: it is computed at the end of training "
-                "with labels, and models saved before novelty scores existed lack it; train it."
-            )
-        self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        scores = self._novelty_scores(adata, indices, batch_size)
-        calibration = self.novelty_calibration_
-        at_least = calibration.size - np.searchsorted(calibration, scores, side="left")
-        obs_names = adata.obs_names if indices is None else adata.obs_names[indices]
-        return pd.DataFrame(
-            {"novelty_score": scores, "novelty_pvalue": (1 + at_least) / (calibration.size + 1)},
-            index=obs_names,
-        )
+        self._require_novelty_calibration()
+        probabilities = self.get_cluster_probabilities(adata, indices, batch_size)
+        return self._novelty_frame(probabilities.to_numpy(), probabilities.index)
