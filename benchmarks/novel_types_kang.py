@@ -5,9 +5,11 @@ the query is every stimulated cell, with its labels hidden, so T is new to the r
 methods map the query with scArches' surgery, with the same HVGs, seed and epochs as
 ``query_mapping_kang.py``:
 
-- c*GMΔVÆ: semi-supervised reference, ``load_query_data``, query training. Novelty scores:
-  :meth:`~scgmdvae.CGMDVAE.get_novelty_scores` (the entropy of ``q(y|z,c)``, with a conformal
-  p-value), and for comparison ``1 − max q(y|z,c)`` and the negative log density of the
+- c*GMΔVÆ: semi-supervised reference, ``load_query_data``, query training; and the same
+  reference mapped with ``n_new_clusters=1``, a component that the query's new type can open.
+  Novelty scores: :meth:`~scgmdvae.CGMDVAE.get_novelty_scores` (the entropy of ``q(y|z,c)``
+  over the labelled components plus ``−log`` of their mass, with a conformal p-value), and for
+  comparison ``1 − max q(y|z,c)`` and the negative log density of the
   posterior mean of ``z`` under the labelled components, ``w`` integrated over ``p(w)``.
 - scANVI: ``SCVI`` then ``SCANVI.from_scvi_model``, ``load_query_data``, query training.
   Novelty scores: ``1 − max`` of its predicted probabilities, and a scArches-style weighted kNN
@@ -17,8 +19,10 @@ methods map the query with scArches' surgery, with the same HVGs, seed and epoch
 
 Per held-out type, on the annotated query cells: the AUROC of each novelty score (held-out type
 against the known types); accuracy, balanced accuracy and expected calibration error (ECE, 10
-bins) of the predictions on the known types; and for c*GMΔVÆ the share of the held-out type
-called ``unknown`` at ``unknown_threshold=0.01`` and of the known types called unknown. Usage::
+bins) of the predictions on the known types; for c*GMΔVÆ the share of the held-out type
+called ``unknown`` at ``unknown_threshold=0.01`` or taken by the new component, and of the known
+types; with ``n_new_clusters=1`` the share of the held-out type in the new component and of
+the known types. Usage::
 
     python benchmarks/novel_types_kang.py [--data PATH] [--out DIR] [--ref-epochs N]
         [--query-epochs N] [--types T ...] [--jobs N]
@@ -51,9 +55,10 @@ from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa
 from query_mapping_kang import (  # noqa: E402
     LABELS_KEY,
     SEED,
-    map_with_cgmdvae,
+    map_query,
     map_with_scanvi,
     split,
+    train_reference,
 )
 from scgmdvae import CGMDVAE  # noqa: E402
 from scgmdvae.metrics import expected_calibration_error  # noqa: E402
@@ -95,29 +100,45 @@ def latent_density_score(model: CGMDVAE, n_samples_w: int = 64) -> np.ndarray:
     return torch.cat(scores).numpy()
 
 
-def run_cgmdvae(
-    reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
-) -> dict[str, np.ndarray | pd.DataFrame]:
-    """Semi-supervised reference, query mapping; predictions, probabilities, novelty scores."""
-    query_model = map_with_cgmdvae(reference, query, ref_epochs, query_epochs)
+def cgmdvae_output(query_model: CGMDVAE) -> dict[str, np.ndarray | pd.DataFrame]:
+    """Predictions, probabilities and novelty scores of a trained query model.
+
+    A cell counts as unknown when its novelty p-value is below :data:`UNKNOWN_THRESHOLD` or
+    a new component takes it.
+    """
     probabilities = query_model.predict(soft=True)
     novelty = query_model.get_novelty_scores()
-    unknown = query_model.predict(unknown_threshold=UNKNOWN_THRESHOLD)
+    predicted = np.asarray(query_model.predict(unknown_threshold=UNKNOWN_THRESHOLD), dtype=str)
+    new_components = query_model.cluster_names[query_model._n_reference_clusters :]
     return {
         "predicted": np.asarray(query_model.predict(), dtype=str),
         "probabilities": probabilities,
-        "unknown": np.asarray(unknown) == "unknown",
+        "unknown": np.isin(predicted, ["unknown", *new_components]),
+        "new_components": new_components,
         "scores": {
-            "entropy (get_novelty_scores)": novelty["novelty_score"].to_numpy(),
+            "novelty score (get_novelty_scores)": novelty["novelty_score"].to_numpy(),
             "1 - confidence": 1 - probabilities.max(1).to_numpy(),
             "latent density": latent_density_score(query_model),
         },
     }
 
 
+def run_cgmdvae(
+    reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
+) -> dict[str, dict]:
+    """Semi-supervised reference, mapped without and with a new component."""
+    model = train_reference(reference, ref_epochs)
+    return {
+        "c*GMΔVÆ": cgmdvae_output(map_query(model, query, query_epochs)),
+        "c*GMΔVÆ, n_new_clusters=1": cgmdvae_output(
+            map_query(model, query, query_epochs, n_new_clusters=1)
+        ),
+    }
+
+
 def run_scanvi(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
-) -> dict[str, np.ndarray | pd.DataFrame]:
+) -> dict[str, dict]:
     """scANVI reference and scArches query mapping; predictions and uncertainties."""
     model, query_model = map_with_scanvi(reference, query, ref_epochs, query_epochs)
     probabilities = query_model.predict(soft=True)
@@ -127,17 +148,20 @@ def run_scanvi(
         query_model.get_latent_representation(),
     )
     return {
-        "predicted": np.asarray(query_model.predict(), dtype=str),
-        "probabilities": probabilities,
-        "unknown": None,
-        "scores": {
-            "1 - confidence": 1 - probabilities.max(1).to_numpy(),
-            "weighted kNN uncertainty": uncertainty,
-        },
+        "scANVI": {
+            "predicted": np.asarray(query_model.predict(), dtype=str),
+            "probabilities": probabilities,
+            "unknown": None,
+            "new_components": [],
+            "scores": {
+                "1 - confidence": 1 - probabilities.max(1).to_numpy(),
+                "weighted kNN uncertainty": uncertainty,
+            },
+        }
     }
 
 
-METHODS = {"c*GMΔVÆ": run_cgmdvae, "scANVI": run_scanvi}
+METHODS = (run_cgmdvae, run_scanvi)
 
 
 def evaluate(held_out: str, truth: np.ndarray, output: dict) -> list[dict]:
@@ -161,6 +185,17 @@ def evaluate(held_out: str, truth: np.ndarray, output: dict) -> list[dict]:
             unknown_share_held_out=float(unknown[novel].mean()),
             unknown_share_known=float(unknown[known].mean()),
         )
+    if output["new_components"]:
+        in_new = pd.Series(predicted[novel]).value_counts()
+        in_new = in_new[in_new.index.isin(output["new_components"])]
+        common.update(
+            held_out_share_in_one_new_cluster=float(in_new.max() / novel.sum())
+            if len(in_new)
+            else 0.0,
+            known_share_in_new_clusters=float(
+                np.isin(predicted[known], output["new_components"]).mean()
+            ),
+        )
     return [
         {**common, "score": name, "auroc": roc_auc_score(novel, values[annotated])}
         for name, values in output["scores"].items()
@@ -172,10 +207,12 @@ def run_held_out(held_out: str, data: Path, ref_epochs: int, query_epochs: int) 
     torch.set_num_threads(1)
     reference, query, truth = split(load_kang_hvg(data), held_out)
     rows = []
-    for name, method in METHODS.items():
+    for method in METHODS:
         scvi.settings.seed = SEED
-        output = method(reference.copy(), query.copy(), ref_epochs, query_epochs)
-        rows += [{"method": name, **row} for row in evaluate(held_out, truth, output)]
+        for name, output in method(
+            reference.copy(), query.copy(), ref_epochs, query_epochs
+        ).items():
+            rows += [{"method": name, **row} for row in evaluate(held_out, truth, output)]
     for row in rows:
         print(row, flush=True)
     return rows

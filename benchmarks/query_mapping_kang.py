@@ -83,14 +83,25 @@ def map_with_scanvi(
     return model, query_model
 
 
+def train_reference(reference: ad.AnnData, ref_epochs: int) -> CGMDVAE:
+    """Semi-supervised c*GMΔVÆ reference."""
+    return train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
+
+
+def map_query(
+    model: CGMDVAE, query: ad.AnnData, query_epochs: int, n_new_clusters: int = 0
+) -> CGMDVAE:
+    """load_query_data onto ``model`` (a copy of ``query``); the trained query model."""
+    query_model = CGMDVAE.load_query_data(query.copy(), model, n_new_clusters=n_new_clusters)
+    query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
+    return query_model
+
+
 def map_with_cgmdvae(
     reference: ad.AnnData, query: ad.AnnData, ref_epochs: int, query_epochs: int
 ) -> CGMDVAE:
     """Semi-supervised c*GMΔVÆ reference, then load_query_data; the trained query model."""
-    model = train_semi_supervised(reference, LABELS_KEY, UNLABELED, ref_epochs)
-    query_model = CGMDVAE.load_query_data(query, model)
-    query_model.train(max_epochs=query_epochs, **TRAIN_KWARGS)
-    return query_model
+    return map_query(train_reference(reference, ref_epochs), query, query_epochs)
 
 
 def run_scanvi(

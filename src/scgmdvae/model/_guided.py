@@ -8,13 +8,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi import settings
+from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
 
 from .._validation import check_no_missing_values
-from ._mixture_init import MixtureInit, initial_partition
+from ._mixture_init import (
+    MixtureInit,
+    free_component_guide,
+    initial_partition,
+    novel_communities,
+    unlabelled_communities,
+)
 from ._training import default_kl_warmup_epochs, run_training
 from ._training_plans import GUIDE_REGISTRY_KEY
 
@@ -157,10 +163,17 @@ class GuidedTrainingMixin:
         n_epochs_guided: int | None,
         n_epochs_kl_warmup: int | None,
         guide_weight: float | None,
+        n_observed: int | None = None,
         plan_kwargs: dict | None = None,
         **train_kwargs,
     ) -> None:
-        """Run the two phases of :meth:`train_guided`, guided by ``guide`` (one code per cell)."""
+        """Run the two phases of :meth:`train_guided`, guided by ``guide`` (one code per cell).
+
+        Guide codes below ``n_observed`` (default: every category) are observed components;
+        cells with higher codes are unobserved in the guided phase.
+        """
+        if n_observed is None:
+            n_observed = len(guide.categories)
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         if n_epochs_guided is None:
@@ -179,8 +192,8 @@ class GuidedTrainingMixin:
         logger.info(
             "Guided phase: %d epochs; guide clusters %s are components 0-%d.",
             n_epochs_guided,
-            list(guide.categories),
-            len(guide.categories) - 1,
+            list(guide.categories[:n_observed]),
+            n_observed - 1,
         )
         run_training(
             self,
@@ -189,7 +202,7 @@ class GuidedTrainingMixin:
             max_epochs=n_epochs_guided,
             n_epochs_kl_warmup=n_epochs_kl_warmup,
             classification_ratio=guide_weight,
-            n_guide_clusters=len(guide.categories),
+            n_guide_clusters=n_observed,
             plan_kwargs=plan_kwargs,
             **train_kwargs,
         )
@@ -212,6 +225,9 @@ class GuidedTrainingMixin:
         """Pre-train, partition the latent means by ``mixture_init``, train guided, then freely.
 
         See :meth:`train`, of which this is the schedule for ``mixture_init`` not ``None``.
+        With labels, pre-training and the free phase are semi-supervised and the guide is
+        :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels, plus free
+        components for the communities that have too few labelled cells.
         """
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)
@@ -229,15 +245,12 @@ class GuidedTrainingMixin:
         run_training(
             self,
             self.adata_manager,
-            "unsupervised",
+            "semi-supervised" if self._has_labelled_cells() else "unsupervised",
             max_epochs=n_epochs_pretrain,
             n_epochs_kl_warmup=min(n_epochs_kl_warmup, n_epochs_pretrain),
             **train_kwargs,
         )
-        codes = initial_partition(
-            mixture_init, self.get_latent_representation(), self.module.n_clusters, settings.seed
-        )
-        guide = pd.Categorical(codes)
+        guide, n_observed = self._initial_guide(mixture_init)
         logger.info(
             "%s partition of the latent means: cluster sizes %s.",
             mixture_init,
@@ -250,8 +263,41 @@ class GuidedTrainingMixin:
             n_epochs_guided=n_epochs_guided,
             n_epochs_kl_warmup=0,
             guide_weight=None,
+            n_observed=n_observed,
             **train_kwargs,
         )
+
+    def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
+        """Guide of the guided phase, from the partition of the latent means; its observed codes.
+
+        Without known components (no labels, not a query), the partition itself. Otherwise
+        the labels, plus free components for the communities of unknown types: in a labelled
+        model, communities with too few labelled cells, the other unlabelled cells unobserved
+        (code ``n_clusters``); in a query with new components, communities whose cells are
+        unlike every known type (median novelty p-value), the other cells guided to their
+        most probable reference component, so that the new components learn where they end.
+        """
+        n_clusters, seed = self.module.n_clusters, settings.seed
+        latent = self.get_latent_representation()
+        communities = initial_partition(mixture_init, latent, n_clusters, seed)
+        first_free = self._first_free_component()
+        if first_free == 0:
+            return pd.Categorical(communities), len(np.unique(communities))
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        labelled = codes < len(self.label_names)
+        if self._maps_query:
+            reference = self.get_cluster_probabilities().to_numpy()[:, :first_free]
+            reference /= reference.sum(1, keepdims=True)
+            pvalues = self._novelty_frame(reference, self.adata.obs_names)["novelty_pvalue"]
+            flagged = novel_communities(communities, pvalues.to_numpy())
+            guide = np.where(labelled, codes, reference.argmax(1))
+        else:
+            flagged = unlabelled_communities(communities, labelled)
+            guide = np.where(labelled, codes, n_clusters)
+        guide = free_component_guide(
+            latent, communities, flagged, guide, labelled, first_free, n_clusters, seed
+        )
+        return pd.Categorical(guide, categories=range(n_clusters + 1)), n_clusters
 
     def train_from_kmeans(
         self: CGMDVAE,

@@ -7,11 +7,16 @@ from typing import Literal
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
+from scipy.stats import binom
 from sklearn.cluster import KMeans
 
 MixtureInit = Literal["leiden", "kmeans"]
 N_NEIGHBORS = 15
 MAX_BISECTIONS = 20
+FREE_COMMUNITY_SIGNIFICANCE = 0.01
+"""Family-wise error rate of the test for communities with too few labelled cells."""
+NOVEL_COMMUNITY_PVALUE = 0.05
+"""A query community is new when the median novelty p-value of its cells is below this."""
 
 
 def leiden_partition(latent: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
@@ -77,3 +82,103 @@ def initial_partition(
     if method == "kmeans":
         return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(latent)
     return leiden_partition(latent, n_clusters, seed)
+
+
+def unlabelled_communities(
+    communities: np.ndarray,
+    labelled: np.ndarray,
+    significance: float = FREE_COMMUNITY_SIGNIFICANCE,
+) -> np.ndarray:
+    """Communities with fewer labelled cells than chance allows: where unlabelled types lie.
+
+    If labels were missing at random, the labelled cells of a community of ``n`` cells would be
+    binomial with ``n`` trials and the overall labelled fraction ``f``. A community is flagged
+    when the binomial probability of at most its observed count is below ``significance``
+    divided by the number of communities (Bonferroni). ``f`` includes the cells of unlabelled
+    types, so it is an underestimate of the known types' fraction and the test is conservative.
+
+    Parameters
+    ----------
+    communities
+        Community code ``0 … n-1`` of each cell.
+    labelled
+        Whether each cell has a label.
+    significance
+        Family-wise error rate of the test over all communities.
+
+    Returns
+    -------
+    Boolean array of length ``n``: whether each community is flagged.
+    """
+    n_communities = communities.max() + 1
+    sizes = np.bincount(communities, minlength=n_communities)
+    n_labelled = np.bincount(communities, weights=labelled, minlength=n_communities)
+    tail = binom.cdf(n_labelled, sizes, labelled.mean())
+    return tail < significance / n_communities
+
+
+def novel_communities(
+    communities: np.ndarray, pvalues: np.ndarray, threshold: float = NOVEL_COMMUNITY_PVALUE
+) -> np.ndarray:
+    """Communities most of whose cells are unlike every known type.
+
+    A community is flagged when the median novelty p-value of its cells is below
+    ``threshold``: more than half of them would be called unknown at that level, where a
+    community of a known type has a median near 0.5.
+
+    Returns
+    -------
+    Boolean array, one entry per community.
+    """
+    n_communities = communities.max() + 1
+    medians = np.array([np.median(pvalues[communities == k]) for k in range(n_communities)])
+    return medians < threshold
+
+
+def free_component_guide(
+    latent: np.ndarray,
+    communities: np.ndarray,
+    flagged: np.ndarray,
+    guide: np.ndarray,
+    labelled: np.ndarray,
+    first_free: int,
+    n_clusters: int,
+    seed: int,
+) -> np.ndarray:
+    """Send the unlabelled cells of flagged communities to the free components.
+
+    Those cells are merged into at most ``n_clusters - first_free`` groups
+    (:func:`merge_communities`), one per free component.
+
+    Parameters
+    ----------
+    latent
+        Posterior means of ``z``, cells × latent dimensions.
+    communities
+        Community code of each cell (:func:`initial_partition`).
+    flagged
+        Whether each community holds a type without labels (:func:`unlabelled_communities`,
+        :func:`novel_communities`).
+    guide
+        Code of each cell before: its label, a component it is already assigned to, or
+        ``n_clusters`` (unobserved).
+    labelled
+        Cells whose code stays whatever their community.
+    first_free, n_clusters
+        The components from ``first_free`` to ``n_clusters - 1`` are free.
+    seed
+        Random seed of the merge.
+
+    Returns
+    -------
+    The guide with the caught cells' codes ``first_free + j``, ``j`` their group.
+    """
+    guide = guide.copy()
+    caught = flagged[communities] & ~labelled
+    if caught.any():
+        kept = np.unique(communities[caught], return_inverse=True)[1]
+        n_free = n_clusters - first_free
+        if kept.max() + 1 > n_free:
+            kept = merge_communities(latent[caught], kept, n_free, seed)
+        guide[caught] = first_free + kept
+    return guide

@@ -517,6 +517,7 @@ class CGMDVAE(
                 n_epochs_pretrain,
                 n_epochs_guided,
                 n_epochs_kl_warmup,
+                n_samples_per_label=n_samples_per_label,
                 **shared,
             )
             return
@@ -534,12 +535,27 @@ class CGMDVAE(
         if self._has_labelled_cells() and not self._maps_query:
             self._calibrate_novelty()
 
+    def _first_free_component(self) -> int:
+        """Index of the first component that no label or reference fixes.
+
+        The new components of a query; otherwise those beyond the labels (all without labels).
+        """
+        if self._maps_query:
+            return self._n_reference_clusters
+        return len(self.label_names)
+
+    def _has_free_components(self) -> bool:
+        """Whether the mixture has components that ``mixture_init`` can initialise."""
+        return self.module.n_clusters > self._first_free_component()
+
     def _can_init_mixture(self, max_epochs: int) -> bool:
-        """Whether ``mixture_init`` applies: a new unsupervised model, enough epochs and cells."""
+        """Whether ``mixture_init`` applies: a new model with free components, epochs and cells.
+
+        Without labels every component is free; with labels, ``n_clusters`` must exceed them.
+        """
         return (
-            not self.label_names
+            self._has_free_components()
             and not self.is_trained_
-            and not self._maps_query
             and max_epochs >= MIN_EPOCHS_MIXTURE_INIT
             and self.adata.n_obs > N_NEIGHBORS
         )
@@ -550,11 +566,22 @@ class CGMDVAE(
             raise ValueError(
                 f"mixture_init must be 'auto', 'leiden', 'kmeans' or None, not {mixture_init!r}."
             )
-        self._require_unsupervised(f"mixture_init={mixture_init!r}")
-        if self.is_trained_ or self._maps_query:
+        if self.is_trained_:
             raise ValueError(
                 f"mixture_init={mixture_init!r} initialises a new model's mixture; this model "
-                "is already trained (or maps a query onto a trained reference). Continue with "
+                "is already trained. Continue with `train(mixture_init=None)`."
+            )
+        if not self._has_free_components():
+            where = (
+                "the reference fixes every component of a query model (load it with "
+                "n_new_clusters for components that new types can open)"
+                if self._maps_query
+                else f"n_clusters equals the model's {len(self.label_names)} labels (build it "
+                "with a larger n_clusters for free components)"
+            )
+            raise ValueError(
+                f"mixture_init={mixture_init!r} initialises the components that no label or "
+                f"reference fixes, and this model has none: {where}. Train with "
                 "`train(mixture_init=None)`."
             )
 

@@ -1,11 +1,13 @@
 """Novelty of cells against the known types, with conformal p-values.
 
 The score of a cell is the entropy of ``q(y|z̄,c)``, its cluster probabilities at the posterior
-mean of ``z``. A cell of a type the labels do not cover is placed by the encoder, which never
-saw its type, among the known types' components (on Kang et al. 2018, near the centre of the
-latent space), so ``q(y|z,c)`` spreads over several of them. The density of ``z̄`` under the
-labelled components does not flag such cells: the mixture is densest where they land (the
-benchmarks page has both).
+mean of ``z``, over the labelled components, plus ``−log`` of its mass on them (so a cell that a
+free component takes is novel; without free components the score is the entropy). A cell of a
+type the labels do not cover is placed by the encoder, which never saw its type, among the
+known types' components (on Kang et al. 2018, near the centre of the latent space), so
+``q(y|z,c)`` spreads over several of them. The density of ``z̄`` under the labelled components
+does not flag such cells: the mixture is densest where they land (the benchmarks page has
+both).
 
 The score is calibrated on labelled cells the model did not train on (the validation cells):
 the p-value of a cell is the share of those calibration cells that score at least as high
@@ -41,8 +43,19 @@ With ``n`` calibration cells no p-value is below ``1 / (n + 1)``; 200 allow thre
 
 
 def entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Entropy of each row of ``probabilities``: the novelty score."""
+    """Entropy of each row of ``probabilities``."""
     return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(1)
+
+
+def novelty_score(probabilities: np.ndarray, n_labels: int) -> np.ndarray:
+    """Uncertainty among the known types plus the surprise of being none of them.
+
+    ``H(q_L) − log q(L)``, with ``q(L)`` the mass of ``q(y|z,c)`` on the ``n_labels`` labelled
+    components and ``q_L`` the probabilities renormalised over them. Without free components
+    it is the entropy of ``q(y|z,c)``; a cell that a free component takes scores high.
+    """
+    known = np.clip(probabilities[:, :n_labels].sum(1), 1e-12, None)
+    return entropy(probabilities[:, :n_labels] / known[:, None]) - np.log(known)
 
 
 class NoveltyMixin:
@@ -54,7 +67,7 @@ class NoveltyMixin:
         self: CGMDVAE, probabilities: np.ndarray, obs_names: pd.Index
     ) -> pd.DataFrame:
         """Scores and p-values of cells with cluster probabilities ``probabilities``."""
-        scores = entropy(probabilities)
+        scores = novelty_score(probabilities, len(self.label_names))
         calibration = self.novelty_calibration_
         at_least = calibration.size - np.searchsorted(calibration, scores, side="left")
         return pd.DataFrame(
@@ -84,7 +97,7 @@ class NoveltyMixin:
         validation = np.intersect1d(labelled, np.asarray(self.validation_indices))
         cells = validation if validation.size >= MIN_CALIBRATION_CELLS else labelled
         probabilities = self._posterior_summaries(self.adata, np.sort(cells))["cluster_probs"]
-        self.novelty_calibration_ = np.sort(entropy(probabilities))
+        self.novelty_calibration_ = np.sort(novelty_score(probabilities, len(self.label_names)))
 
     def get_novelty_scores(
         self: CGMDVAE,
@@ -94,7 +107,9 @@ class NoveltyMixin:
     ) -> pd.DataFrame:
         """Return how unlike every known type each cell is: a score and a conformal p-value.
 
-        The score is the entropy of the cell's cluster probabilities ``q(y|z,c)``; the p-value
+        The score is the entropy of the cell's cluster probabilities ``q(y|z,c)`` over the
+        labelled components, plus ``−log`` of its mass on them
+        (:func:`~scgmdvae.model._novelty.novelty_score`); the p-value
         is the share of held-out labelled cells that score at least as high (see
         :mod:`scgmdvae.model._novelty`). A query model uses its reference's
         calibration. :meth:`predict` with ``unknown_threshold=α`` calls cells with a p-value

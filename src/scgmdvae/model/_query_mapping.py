@@ -22,6 +22,8 @@ Recipe for a joint embedding of reference and query::
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import pandas as pd
 import torch
 from anndata import AnnData
@@ -46,9 +48,17 @@ def _missing_genes_error(missing: pd.Index, n_reference: int, advice: str) -> Va
     )
 
 
+def _train_only(parameter: nn.Parameter, mask: torch.Tensor) -> None:
+    """Make ``parameter`` trainable with the gradient of the entries outside ``mask`` zeroed."""
+    mask = mask.to(parameter.dtype)
+    parameter.requires_grad_(True)
+    parameter.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+
+
 def freeze_for_query(
     module: nn.Module,
     new_columns: dict[str, torch.Tensor],
+    new_components: dict[str, torch.Tensor],
     frozen_networks: set[str],
     open_first_layers: set[str],
     trainable_batchnorm: set[str],
@@ -66,6 +76,9 @@ def freeze_for_query(
         The query's module, already loaded with the extended reference weights.
     new_columns
         Boolean mask of the new-category columns of each injected weight.
+    new_components
+        Boolean mask of the new mixture components' entries of each component-indexed
+        parameter; they are trained even in frozen networks.
     frozen_networks
         Top-level networks that stay entirely fixed.
     open_first_layers
@@ -83,9 +96,10 @@ def freeze_for_query(
         if index == 0 and network in open_first_layers:
             linear.requires_grad_(True)
         elif new_columns[key].any():
-            mask = new_columns[key].to(linear.weight.dtype)
-            linear.weight.requires_grad_(True)
-            linear.weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+            _train_only(linear.weight, new_columns[key])
+    parameters = dict(module.named_parameters())
+    for name, mask in new_components.items():
+        _train_only(parameters[name], mask)
     for name, child in module.named_modules():
         network = name.split(".")[0]
         if isinstance(child, nn.BatchNorm1d):
@@ -97,11 +111,25 @@ def freeze_for_query(
             child.p = 0.0
 
 
+def _check_new_clusters(n_new_clusters: int, attr_dict: dict) -> None:
+    """Refuse ``n_new_clusters`` that is not a positive integer or lacks a labelled reference."""
+    if not isinstance(n_new_clusters, int) or n_new_clusters < 0:
+        raise ValueError(f"n_new_clusters must be a non-negative integer, not {n_new_clusters!r}.")
+    if attr_dict.get("novelty_calibration_") is None:
+        raise ValueError(
+            "n_new_clusters needs a reference trained with labels: new components open for "
+            "query cells unlike every known type, which the reference's novelty calibration "
+            "measures. Train the reference with labels_key, or map the query without "
+            "n_new_clusters."
+        )
+
+
 class QueryMappingMixin(ArchesMixin):
     """scArches query mapping whose surgery keeps each covariate's categories in place."""
 
     _frozen_reference: bool = False
     _maps_query: bool = False
+    _n_reference_clusters: int = 0
 
     @classmethod
     def prepare_query_anndata(
@@ -188,6 +216,7 @@ class QueryMappingMixin(ArchesMixin):
         freeze_prior: bool = True,
         freeze_classifier: bool = True,
         use_query_labels: bool = False,
+        n_new_clusters: int = 0,
     ):
         """Build a query model from a reference by architecture surgery (scArches).
 
@@ -239,6 +268,14 @@ class QueryMappingMixin(ArchesMixin):
             reference knows supervise query training; labels it does not know, and missing
             values, stay unlabelled. Off by default, so that labels kept in the query for
             evaluation are never used for training. The query's column is read, never changed.
+        n_new_clusters
+            Mixture components to add for query cells of types the reference lacks (needs a
+            reference trained with labels). They are trained even where the reference is
+            frozen, and ``train`` opens them: after a third of the epochs, the query's latent
+            means are partitioned into Leiden communities, and communities whose median novelty
+            p-value (:meth:`get_novelty_scores`) is below 0.05 guide the new components for
+            half of the remaining epochs, as in :meth:`train` with ``mixture_init``. Their
+            cells are predicted under the new components' names (``"<K>"``, …).
 
         Returns
         -------
@@ -286,9 +323,15 @@ class QueryMappingMixin(ArchesMixin):
             use_labels=use_query_labels,
             **setup_args,
         )
+        n_reference_clusters = reference_state["prior_concentration"].shape[0]
+        if n_new_clusters:
+            _check_new_clusters(n_new_clusters, attr_dict)
+            init_params = attr_dict["init_params_"] = deepcopy(attr_dict["init_params_"])
+            init_params["non_kwargs"]["n_clusters"] = n_reference_clusters + n_new_clusters
         model = _initialize_model(cls, adata, registry, attr_dict, None)
         _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
         model.to_device(torch_device)
+        reference_state, new_components = model.module.with_new_components(reference_state)
         state, new_columns = extend_state_dict(
             reference_state,
             model.module,
@@ -309,6 +352,7 @@ class QueryMappingMixin(ArchesMixin):
             freeze_for_query(
                 model.module,
                 new_columns,
+                new_components,
                 frozen_networks={name for name, frozen in flags.items() if frozen},
                 open_first_layers={n for n, frozen in first_layer_flags.items() if not frozen},
                 trainable_batchnorm={
@@ -324,8 +368,9 @@ class QueryMappingMixin(ArchesMixin):
                     "on the query directly, or unfreeze parts with the freeze_* flags."
                 )
             model._frozen_reference = True
-            model.module.update_global_weights = not freeze_prior
+            model.module.update_global_weights = not freeze_prior or n_new_clusters > 0
         model._maps_query = True
+        model._n_reference_clusters = n_reference_clusters
         model.module.eval()
         model.is_trained_ = False
         return model

@@ -112,7 +112,9 @@ def run_training(
                 module, module.n_clusters, n_observed_labels=n_guide_clusters, **plan_kwargs
             )
     # Lightning keeps the mode it finds; a trained model is left in eval mode by scvi-tools.
-    module.train()
+    # A query model stays in eval mode, as in scvi-tools: reference batch-norm statistics.
+    if not model._maps_query:
+        module.train()
     with lightning_noise_hidden():
         PhaseTrainRunner(
             model,

@@ -104,6 +104,8 @@ LIGHTNING_NOISE = (
     "The number of training batches",
     # Raised inside Lightning's own code with recent PyTorch; nothing a user can act on.
     "`isinstance(treespec, LeafSpec)` is deprecated",
+    # A query model trains in eval mode on purpose, with the reference's batch-norm statistics.
+    "module(s) in eval mode at the start of training",
 )
 
 
@@ -119,7 +121,7 @@ def lightning_noise_hidden() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             for message in LIGHTNING_NOISE:
-                warnings.filterwarnings("ignore", message=re.escape(message))
+                warnings.filterwarnings("ignore", message=".*" + re.escape(message))
             yield
     finally:
         info_logger.removeFilter(_is_not_an_advertisement)

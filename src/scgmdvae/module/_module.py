@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -268,12 +268,56 @@ class CGMDVAEModule(BaseModuleClass):
         if sorted(index.tolist()) != list(range(self.n_clusters)):
             raise ValueError(f"order must be a permutation of 0 … {self.n_clusters - 1}.")
         for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
-            blocks = next(
-                (n for prefix, n in COMPONENT_AXES.items() if name.startswith(prefix)), 0
-            )
+            blocks = self._component_blocks(name)
             if blocks:
                 grouped = tensor.reshape(blocks, self.n_clusters, -1)
                 tensor.copy_(grouped[:, index.to(tensor.device)].reshape(tensor.shape))
+
+    def _component_blocks(self, name: str) -> int:
+        """Return the number of ``K``-blocks of the first axis of tensor ``name`` (0: none)."""
+        return next((n for prefix, n in COMPONENT_AXES.items() if name.startswith(prefix)), 0)
+
+    @torch.no_grad()
+    def with_new_components(
+        self, reference_state: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Map the state of a module with fewer components onto this one.
+
+        The reference's components keep their values as this module's first components; the
+        new ones take this module's own initial values (the prior concentration ``alpha``, the
+        read-outs' random initialisation, new means spread apart). The global weight
+        proportions are renormalised to sum to 1.
+
+        Parameters
+        ----------
+        reference_state
+            State dict of the reference module (same architecture, fewer components).
+
+        Returns
+        -------
+        The state dict to load, and for each component-indexed parameter a mask (its shape) of
+        the new components' entries, for training only those.
+        """
+        own = self.state_dict()
+        n_reference = reference_state["prior_concentration"].shape[0]
+        state, new_entries = dict(reference_state), {}
+        parameters = dict(self.named_parameters())
+        for name, value in reference_state.items():
+            blocks = self._component_blocks(name)
+            if not blocks or value.shape == own[name].shape:
+                continue
+            grouped = own[name].clone().reshape(blocks, self.n_clusters, -1)
+            grouped[:, :n_reference] = value.reshape(blocks, n_reference, -1)
+            state[name] = grouped.reshape(own[name].shape)
+            if name in parameters:
+                mask = torch.zeros_like(grouped, dtype=torch.bool)
+                mask[:, n_reference:] = True
+                new_entries[name] = mask.reshape(own[name].shape)
+        if "weight_proportions" in state:
+            state["weight_proportions"] = (
+                state["weight_proportions"] / state["weight_proportions"].sum()
+            )
+        return state, new_entries
 
     def _covariates(
         self, batch_index: torch.Tensor, cat_covs: torch.Tensor | None
