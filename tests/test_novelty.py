@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 
 import scgmdvae
 from scgmdvae import CGMDVAE
@@ -41,6 +42,60 @@ def test_a_query_only_type_is_called_unknown_and_known_types_are_kept(reference_
     predicted = np.asarray(query_model.predict(unknown_threshold=0.01))
     assert (predicted[novel] == "unknown").mean() >= 0.7
     assert (predicted[~novel] == truth[~novel]).mean() >= 0.9
+
+
+@pytest.fixture(scope="module")
+def query_with_new_cluster(reference_and_query):
+    """The query mapped with one new component, and its obs before mapping."""
+    model, _, query, _ = reference_and_query
+    query = query.copy()
+    obs_before = query.obs.copy()
+    scvi.settings.seed = 0
+    query_model = CGMDVAE.load_query_data(query, model, n_new_clusters=1)
+    # Only the new components' rows of the frozen heads learn, from a random start: they need
+    # more optimiser steps than 240 cells give in 30 epochs of 128.
+    query_model.train(max_epochs=60, batch_size=32, **FIT)
+    return model, query_model, query, obs_before
+
+
+def test_a_new_component_opens_for_a_query_only_type(query_with_new_cluster):
+    model, query_model, query, obs_before = query_with_new_cluster
+    pd.testing.assert_frame_equal(query.obs[obs_before.columns], obs_before)
+    assert query_model.cluster_names == [*model.cluster_names, "3"]
+    truth = query.obs["cell_type"].to_numpy()
+    novel = truth == "type_3"
+    predicted = np.asarray(query_model.predict())
+    assert (predicted[novel] == "3").mean() >= 0.7
+    assert (predicted[~novel] == truth[~novel]).mean() >= 0.9
+    pvalues = query_model.get_novelty_scores()["novelty_pvalue"].to_numpy()
+    assert np.median(pvalues[novel]) < 0.05 < np.median(pvalues[~novel])
+
+
+def test_a_new_component_leaves_the_reference_components(query_with_new_cluster):
+    model, query_model, _, _ = query_with_new_cluster
+    reference, query = model.module.state_dict(), query_model.module.state_dict()
+    means = "prior_network.readouts.0.weight"
+    k, n_latent = model.module.n_clusters, model.module.n_latent
+    for block in range(2):
+        kept = slice(block * (k + 1) * n_latent, (block * (k + 1) + k) * n_latent)
+        torch.testing.assert_close(
+            query[means][kept], reference[means][block * k * n_latent : (block + 1) * k * n_latent]
+        )
+    for head in ("cluster_head.readouts.0.weight", "dirichlet_head.readouts.0.bias"):
+        torch.testing.assert_close(query[head][:k], reference[head])
+
+
+def test_new_components_need_a_labelled_reference(reference_and_query, trained_blobs):
+    model, _, query, _ = reference_and_query
+    with pytest.raises(ValueError, match="non-negative integer"):
+        CGMDVAE.load_query_data(query.copy(), model, n_new_clusters=-1)
+    unsupervised, adata = trained_blobs
+    query = adata.copy()
+    query.obs["condition"] = "new"
+    obs_before = query.obs.copy()
+    with pytest.raises(ValueError, match="reference trained with labels"):
+        CGMDVAE.load_query_data(query, unsupervised, n_new_clusters=1)
+    pd.testing.assert_frame_equal(query.obs, obs_before)
 
 
 def test_p_values_are_conformal_on_held_out_reference_cells(reference_and_query):

@@ -232,7 +232,8 @@ class GuidedTrainingMixin:
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)
         if n_epochs_guided is None:
-            n_epochs_guided = max(1, (max_epochs - n_epochs_pretrain) // 2)
+            remaining = max_epochs - n_epochs_pretrain
+            n_epochs_guided = remaining if self._maps_query else max(1, remaining // 2)
         if min(n_epochs_pretrain, n_epochs_guided) < 1 or (
             n_epochs_pretrain + n_epochs_guided > max_epochs
         ):

@@ -446,10 +446,13 @@ class CGMDVAE(
             of ``max_epochs`` (with ``mixture_init``, to the pre-training epochs).
         mixture_init
             ``"auto"`` (default), ``"leiden"``, ``"kmeans"`` or ``None`` (plain training).
-            ``"leiden"`` and ``"kmeans"`` initialise the mixture from the data; they are for a
-            new model without labels and at least 3 epochs. ``"auto"`` is ``"leiden"`` where it
-            applies and ``None`` elsewhere (labels, a trained model, a query, fewer epochs or
-            cells). With an initialisation, training runs in four phases:
+            ``"leiden"`` and ``"kmeans"`` initialise the mixture's free components from the
+            data: every component of a model without labels, those beyond the labels
+            (``n_clusters`` above their number), or a query's new ones (``n_new_clusters`` of
+            :meth:`load_query_data`); they need a new model and at least 3 epochs. ``"auto"``
+            is ``"leiden"`` where it applies and ``None`` elsewhere (no free component, a
+            trained model, fewer epochs or cells). With an initialisation, training runs in
+            four phases (with labels, pre-training and the free phase are semi-supervised):
 
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z``: Leiden communities of their
@@ -457,7 +460,13 @@ class CGMDVAE(
                below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
                :cite:p:`Jiang17`). When the model chooses the number of clusters, this is an
                over-segmentation into up to 30 communities, which the global Dirichlet then
-               prunes;
+               prunes. With labels, the communities with significantly fewer labelled cells
+               than chance allows (a binomial test at family-wise level 0.01) are where the
+               unlabelled types lie: their unlabelled cells go to the free components, the
+               labelled cells keep their labels and the other cells are left unobserved. In a
+               query with new components, the communities whose cells have a median novelty
+               p-value below 0.05 go to the new components and the other cells to their most
+               probable reference component;
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
@@ -467,7 +476,8 @@ class CGMDVAE(
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
             Epochs of the guided phase with ``mixture_init``; defaults to half of the epochs
-            left after pre-training. ``n_epochs_pretrain + n_epochs_guided`` may not exceed
+            left after pre-training (all of them for a query with new components, see
+            :meth:`load_query_data`). ``n_epochs_pretrain + n_epochs_guided`` may not exceed
             ``max_epochs``.
         lr
             Learning rate of Adam.

@@ -273,9 +273,12 @@ class QueryMappingMixin(ArchesMixin):
             reference trained with labels). They are trained even where the reference is
             frozen, and ``train`` opens them: after a third of the epochs, the query's latent
             means are partitioned into Leiden communities, and communities whose median novelty
-            p-value (:meth:`get_novelty_scores`) is below 0.05 guide the new components for
-            half of the remaining epochs, as in :meth:`train` with ``mixture_init``. Their
-            cells are predicted under the new components' names (``"<K>"``, …).
+            p-value (:meth:`get_novelty_scores`) is below 0.05 guide the new components, and
+            every other cell its most probable reference component, for the remaining epochs
+            (as in :meth:`train` with ``mixture_init``, without a free phase: left free, a new
+            component, the only one that still learns, can take cells of a known type that
+            the frozen reference fits less well in the query's condition). Their cells are
+            predicted under the new components' names (``"<K>"``, …).
 
         Returns
         -------
@@ -292,6 +295,8 @@ class QueryMappingMixin(ArchesMixin):
             reference_model, device="cpu"
         )
         registry = attr_dict.pop("registry_")
+        if n_new_clusters:
+            _check_new_clusters(n_new_clusters, attr_dict)
         if registry.get(_MODEL_NAME_KEY, cls.__name__) != cls.__name__:
             raise ValueError(
                 f"The reference is a {registry[_MODEL_NAME_KEY]} model, not a {cls.__name__}."
@@ -325,7 +330,6 @@ class QueryMappingMixin(ArchesMixin):
         )
         n_reference_clusters = reference_state["prior_concentration"].shape[0]
         if n_new_clusters:
-            _check_new_clusters(n_new_clusters, attr_dict)
             init_params = attr_dict["init_params_"] = deepcopy(attr_dict["init_params_"])
             init_params["non_kwargs"]["n_clusters"] = n_reference_clusters + n_new_clusters
         model = _initialize_model(cls, adata, registry, attr_dict, None)
