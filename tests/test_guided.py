@@ -10,7 +10,12 @@ from scvi import REGISTRY_KEYS
 import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import adjusted_rand_index
-from scgmdvae.model._mixture_init import leiden_partition
+from scgmdvae.model._mixture_init import (
+    free_component_guide,
+    leiden_partition,
+    novel_communities,
+    unlabelled_communities,
+)
 
 N_EPOCHS, N_GUIDED = 40, 20
 
@@ -172,6 +177,50 @@ def test_mixture_initialisation_is_refused_where_there_is_no_new_mixture():
     model.train(max_epochs=1, enable_progress_bar=False)
     with pytest.raises(ValueError, match="already trained"):
         model.train(max_epochs=3, mixture_init="leiden")
+
+
+def test_mixture_initialisation_needs_free_components_with_labels():
+    adata = _blobs_with_guide(0.0)
+    CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cluster")
+    model = CGMDVAE(adata)
+    with pytest.raises(ValueError, match="n_clusters equals the model's 4 labels"):
+        model.train(max_epochs=3, mixture_init="leiden")
+    assert not model.is_trained
+
+
+def test_communities_with_too_few_labels_are_flagged():
+    communities = np.repeat(np.arange(4), 100)
+    labelled = np.zeros(400, dtype=bool)
+    labelled[np.arange(0, 300, 10)] = True  # 10 % of the first three communities
+    flagged = unlabelled_communities(communities, labelled)
+    np.testing.assert_array_equal(flagged, [False, False, False, True])
+    small = np.repeat(np.arange(4), [100, 100, 100, 5])
+    assert not unlabelled_communities(small, labelled[:305]).any()
+
+
+def test_communities_of_novel_cells_are_flagged_by_their_median_pvalue():
+    communities = np.repeat(np.arange(3), 10)
+    pvalues = np.concatenate(
+        [np.full(10, 0.5), np.full(10, 0.01), np.r_[np.full(4, 0.01), [0.5] * 6]]
+    )
+    np.testing.assert_array_equal(novel_communities(communities, pvalues), [False, True, False])
+
+
+def test_free_component_guide_sends_flagged_unlabelled_cells_to_free_components():
+    rng = np.random.default_rng(0)
+    latent = np.concatenate([rng.normal(loc, 0.1, size=(10, 2)) for loc in (0, 5, 10, 20)])
+    communities = np.repeat(np.arange(4), 10)
+    flagged = np.array([False, True, True, True])
+    labelled = np.zeros(40, dtype=bool)
+    labelled[0] = labelled[15] = True
+    guide = np.where(labelled, 0, 4)
+    result = free_component_guide(latent, communities, flagged, guide, labelled, 2, 4, seed=0)
+    assert result[0] == 0 and result[15] == 0
+    np.testing.assert_array_equal(result[1:10], 4)
+    # Three flagged communities, two free components: the two nearest are merged.
+    nearer, farthest = set(result[10:15]), set(result[30:40])
+    assert len(nearer) == 1 and nearer == set(result[20:30])
+    assert nearer | farthest == {2, 3} and nearer != farthest
 
 
 def test_leiden_partition_finds_the_asked_number_of_well_separated_groups():

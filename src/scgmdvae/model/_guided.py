@@ -77,7 +77,8 @@ class GuidedTrainingMixin:
             var=source.var.copy(),
             layers=None if layer is None else {layer: source.layers[layer]},
         )
-        manager = self.adata_manager.transfer_fields(guided)
+        # The guide replaces the labels in the guided phase (it carries the known ones).
+        manager = self.adata_manager.transfer_fields(guided, use_labels=False)
         manager.fields = list(manager.fields)
         manager.register_new_fields([CategoricalObsField(GUIDE_REGISTRY_KEY, guide_key)])
         return manager

@@ -93,6 +93,9 @@ def run_training(
         data_splitter = DataSplitter(adata_manager, **splitter_kwargs)
         training_plan = CGMDVAETrainingPlan(module, **plan_kwargs)
     else:
+        if mode == "semi-supervised" or model.label_names:
+            # Validated every epoch with labels, in each phase, so that the history has no gaps.
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         plan_kwargs.setdefault(
             "classification_ratio",
             module.classification_ratio if classification_ratio is None else classification_ratio,
@@ -105,7 +108,6 @@ def run_training(
                 module, module.n_clusters, **plan_kwargs
             )
             trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), SubSampleLabels()]
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:
             data_splitter = DataSplitter(adata_manager, **splitter_kwargs)
             training_plan = GuidedTrainingPlan(
