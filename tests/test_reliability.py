@@ -110,11 +110,20 @@ def test_setup_reads_labels_with_missing_values_without_changing_them():
     before = adata.obs.copy()
     CGMDVAE.setup_anndata(adata, layer="counts", labels_key="cell_type")
     assert_columns_unchanged(before, adata.obs)
-    assert set(adata.obs.columns) - set(before.columns) == {"_scvi_batch", "_scvi_labels"}
+    assert set(adata.obs.columns) - set(before.columns) == {
+        "_scvi_batch",
+        "_scvi_labels",
+        "_scgmdvae_labels",
+    }
     model = CGMDVAE(adata)
     assert model.label_names == ["a cells", "b cells"]
     codes = adata.obs["_scvi_labels"].to_numpy()
     assert (codes[:3] == 2).all() and (codes[3:] < 2).all()
+    assert (adata.obs["_scgmdvae_labels"].iloc[:3] == "Unknown").all()
+    # scvi-tools' semi-supervised data loading reads the registered labels, not the column.
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert_columns_unchanged(before, adata.obs)
+    assert set(model.predict().categories) == {"a cells", "b cells"}
 
 
 def test_prepare_query_returns_a_new_anndata_by_default(trained_small):

@@ -3,7 +3,8 @@
 scvi-tools' :class:`~scvi.data.fields.LabelsWithUnlabeledObsField` needs a column without missing
 values, and a query whose labels the reference does not know had to be relabelled in place. This
 field computes the codes from the user's column and writes only scvi-tools' own code column
-(``obs["_scvi_labels"]``): missing values, the unlabelled category and (in a transfer) labels the
+(``obs["_scvi_labels"]``) and the labels those codes stand for (``obs["_scgmdvae_labels"]``, which
+scvi-tools' semi-supervised data loading reads): missing values, the unlabelled category and (in a transfer) labels the
 source registry does not know are unlabelled, and a transfer may leave every cell unlabelled.
 """
 
@@ -17,6 +18,9 @@ from anndata import AnnData
 from scvi.data.fields import LabelsWithUnlabeledObsField
 
 logger = logging.getLogger(__name__)
+
+LABELS_COLUMN = "_scgmdvae_labels"
+"""``.obs`` column of the labels as registered (unlabelled cells under the unlabelled category)."""
 
 
 class PartialLabelsObsField(LabelsWithUnlabeledObsField):
@@ -33,16 +37,26 @@ class PartialLabelsObsField(LabelsWithUnlabeledObsField):
     """
 
     def _write_codes(self, adata: AnnData, labels: pd.Series, mapping: np.ndarray) -> dict:
-        """Write the codes of ``labels`` in ``mapping``; return the state registry.
+        """Write the codes of ``labels`` in ``mapping``, and the labels they stand for.
 
-        Labels not in ``mapping`` get the last code, the unlabelled category's.
+        Labels not in ``mapping`` get the last code, the unlabelled category's. scvi-tools'
+        semi-supervised splitter and data loader read the labels from the state registry's
+        original column and compare them with the unlabelled category, so that column must
+        hold the labels as the codes have them: it is :data:`LABELS_COLUMN`, never the user's.
+
+        Returns
+        -------
+        The state registry.
         """
         codes = pd.Index(mapping).get_indexer(labels.to_numpy())
         codes[codes < 0] = len(mapping) - 1
         adata.obs[self.attr_key] = codes.astype(np.int64)
+        adata.obs[LABELS_COLUMN] = pd.Categorical.from_codes(
+            codes, pd.Index(mapping, dtype=object)
+        )
         return {
             self.CATEGORICAL_MAPPING_KEY: mapping,
-            self.ORIGINAL_ATTR_KEY: self._original_attr_key,
+            self.ORIGINAL_ATTR_KEY: LABELS_COLUMN,
             self.UNLABELED_CATEGORY: self._unlabeled_category,
         }
 
