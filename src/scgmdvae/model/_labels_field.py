@@ -3,9 +3,10 @@
 scvi-tools' :class:`~scvi.data.fields.LabelsWithUnlabeledObsField` needs a column without missing
 values, and a query whose labels the reference does not know had to be relabelled in place. This
 field computes the codes from the user's column and writes only scvi-tools' own code column
-(``obs["_scvi_labels"]``) and the labels those codes stand for (``obs["_scgmdvae_labels"]``, which
-scvi-tools' semi-supervised data loading reads): missing values, the unlabelled category and (in a transfer) labels the
-source registry does not know are unlabelled, and a transfer may leave every cell unlabelled.
+(``obs["_scvi_labels"]``) and the labels those codes stand for (``obs["_scgmdvae_labels"]``,
+which scvi-tools' semi-supervised data loading reads): missing values, the unlabelled category
+and (in a transfer) labels the source registry does not know are unlabelled, and a transfer may
+leave every cell unlabelled.
 """
 
 from __future__ import annotations
