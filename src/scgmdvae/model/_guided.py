@@ -280,7 +280,8 @@ class GuidedTrainingMixin:
         most probable reference component, so that the new components learn where they end.
         """
         n_clusters, seed = self.module.n_clusters, settings.seed
-        latent = self.get_latent_representation()
+        summaries = self._posterior_summaries(self.adata)
+        latent = summaries["z"]
         communities = initial_partition(mixture_init, latent, n_clusters, seed)
         first_free = self._first_free_component()
         if first_free == 0:
@@ -288,7 +289,7 @@ class GuidedTrainingMixin:
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         labelled = codes < len(self.label_names)
         if self._maps_query:
-            reference = self.get_cluster_probabilities().to_numpy()[:, :first_free]
+            reference = summaries["cluster_probs"][:, :first_free]
             reference /= reference.sum(1, keepdims=True)
             pvalues = self._novelty_frame(reference, self.adata.obs_names)["novelty_pvalue"]
             flagged = novel_communities(communities, pvalues.to_numpy())

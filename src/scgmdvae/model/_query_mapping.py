@@ -112,7 +112,7 @@ def freeze_for_query(
 
 
 def _check_new_clusters(n_new_clusters: int, attr_dict: dict) -> None:
-    """Refuse ``n_new_clusters`` that is not a positive integer or lacks a labelled reference."""
+    """Refuse a negative or non-integer ``n_new_clusters``, or one without a labelled reference."""
     if not isinstance(n_new_clusters, int) or n_new_clusters < 0:
         raise ValueError(f"n_new_clusters must be a non-negative integer, not {n_new_clusters!r}.")
     if attr_dict.get("novelty_calibration_") is None:

@@ -286,7 +286,8 @@ class CGMDVAEModule(BaseModuleClass):
         The reference's components keep their values as this module's first components; the
         new ones take this module's own initial values (the prior concentration ``alpha``, the
         read-outs' random initialisation, new means spread apart). The global weight
-        proportions are renormalised to sum to 1.
+        proportions are renormalised to sum to 1. With as many components, the state is
+        returned as it is.
 
         Parameters
         ----------
@@ -298,13 +299,15 @@ class CGMDVAEModule(BaseModuleClass):
         The state dict to load, and for each component-indexed parameter a mask (its shape) of
         the new components' entries, for training only those.
         """
-        own = self.state_dict()
         n_reference = reference_state["prior_concentration"].shape[0]
         state, new_entries = dict(reference_state), {}
+        if n_reference == self.n_clusters:
+            return state, new_entries
+        own = self.state_dict()
         parameters = dict(self.named_parameters())
         for name, value in reference_state.items():
             blocks = self._component_blocks(name)
-            if not blocks or value.shape == own[name].shape:
+            if not blocks:
                 continue
             grouped = own[name].clone().reshape(blocks, self.n_clusters, -1)
             grouped[:, :n_reference] = value.reshape(blocks, n_reference, -1)
@@ -313,10 +316,9 @@ class CGMDVAEModule(BaseModuleClass):
                 mask = torch.zeros_like(grouped, dtype=torch.bool)
                 mask[:, n_reference:] = True
                 new_entries[name] = mask.reshape(own[name].shape)
-        if "weight_proportions" in state:
-            state["weight_proportions"] = (
-                state["weight_proportions"] / state["weight_proportions"].sum()
-            )
+        if "weight_proportions" in state:  # saves from before the global weights lack it
+            proportions = state["weight_proportions"]
+            state["weight_proportions"] = proportions / proportions.sum()
         return state, new_entries
 
     def _covariates(
