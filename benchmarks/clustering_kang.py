@@ -6,10 +6,11 @@ Cells with a ``cell_type`` annotation, 2,000 HVGs selected on counts (over all c
 Benchmark ``clustering-defaults`` is what a user gets: ``CGMDVAE(adata, n_clusters=8);
 model.train(max_epochs)`` and ``CGMDVAE(adata); model.train(max_epochs)`` (the model chooses the
 number of clusters), beside Leiden on the default model's own latent space and scVI + Leiden at
-the resolution closest to 8 clusters and at scanpy's default resolution 1. Benchmark
-``clustering-weights`` is its ablation of the mixture weights: with K = 8, the per-cell and
-the global Dirichlet in place of the default uniform weights; with K chosen, uniform weights in
-place of the default global Dirichlet.
+the resolution closest to 8 clusters and at scanpy's default resolution 1, and the K = 8 model
+with the thesis' condition-dependent prior ``p(z|w,y,c)`` (``condition_in_prior=True``) as its
+ablation. Benchmark ``clustering-weights`` is the ablation of the mixture weights: with K = 8,
+the global Dirichlet and uniform weights in place of the default per-cell Dirichlet; with K
+chosen, uniform weights in place of the default global Dirichlet.
 
 The other entries are the history that led to those defaults. Their c*GMΔVÆ rows name every
 setting that differs from the ELBO's (``kl_w_weight=1``, per-cell Dirichlet weights, no
@@ -101,20 +102,21 @@ def run_defaults(
     seed: int,
     epochs: int,
     n_clusters: int | None = N_CLUSTERS,
-    mixture_weights: str | None = None,
+    **ablation,
 ) -> list[dict]:
     """What a user gets: ``CGMDVAE(adata, n_clusters=...)`` and ``train(max_epochs)``.
 
-    The model's own clusters; with ``n_clusters=8`` and the default weights, also Leiden on
-    its latent space (resolution closest to 8 clusters). ``mixture_weights`` replaces the
-    default weights, for the ablation.
+    The model's own clusters; with ``n_clusters=8`` and the defaults, also Leiden on its latent
+    space (resolution closest to 8 clusters). ``ablation`` (for example ``mixture_weights`` or
+    ``condition_in_prior``) replaces defaults of the model and names the row.
     """
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
-    model = CGMDVAE(adata, n_clusters=n_clusters, mixture_weights=mixture_weights)
+    model = CGMDVAE(adata, n_clusters=n_clusters, **ablation)
     model.train(max_epochs=epochs, **TRAIN_KWARGS)
     name = "c*GMΔVÆ defaults" + (", K chosen" if n_clusters is None else f" K={n_clusters}")
-    if mixture_weights is not None:
-        return [own_clusters(adata, model, f"{name}, mixture_weights={mixture_weights}")]
+    if ablation:
+        settings = ", ".join(f"{key}={value}" for key, value in ablation.items())
+        return [own_clusters(adata, model, f"{name}, {settings}")]
     rows = [own_clusters(adata, model, name)]
     if n_clusters is not None:
         latent = model.get_latent_representation()
@@ -249,10 +251,11 @@ CONDITION_INDEPENDENT_METHODS = (
 DEFAULTS_METHODS = (
     run_defaults,
     run_defaults_chosen_k,
+    partial(run_defaults, condition_in_prior=True),
     partial(run_scvi, default_resolution=True),
 )
 WEIGHTS_METHODS = (
-    partial(run_defaults, mixture_weights="dirichlet"),
+    partial(run_defaults, mixture_weights="uniform"),
     partial(run_defaults, mixture_weights="global_dirichlet"),
     partial(run_defaults, n_clusters=None, mixture_weights="uniform"),
 )

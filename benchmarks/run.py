@@ -2,7 +2,8 @@
 
 Usage, from the repository root::
 
-    python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--out benchmarks/results]
+    python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--jobs N]
+        [--out benchmarks/results]
 
 with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-weights, clustering-mi,
 clustering-leiden-init, speed, mnist, mnist-defaults, mnist-weights, ablation-kang,
@@ -10,7 +11,9 @@ ablation-mnist or all.
 
 Each benchmark prints a table (median, min and max over seeds) and writes
 ``<out>/<name>.json`` (machine, versions, epochs, seeds and every row), ``<out>/<name>.csv``
-(one row per method and seed) and ``<out>/<name>.png``. Torch runs on one thread.
+(one row per method and seed) and ``<out>/<name>.png``. Torch runs on one thread;
+``--jobs`` runs that many seeds at once, each in a process of its own (not for ``speed``,
+whose timings would then compete).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import argparse
 import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from importlib.metadata import version
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -107,12 +112,28 @@ def figure(rows: pd.DataFrame, metrics: tuple[str, ...], title: str, path: Path)
     plt.close(fig)
 
 
-def run_one(name: str, seeds: list[int], epochs: int | None, out: Path) -> None:
+def run_seeds(name: str, seeds: list[int], epochs: int, jobs: int) -> dict:
+    """``run`` of benchmark ``name`` over ``seeds``, in ``jobs`` processes of a seed each.
+
+    The result is the first seed's, with the rows of every seed in the order of ``seeds``.
+    """
+    if jobs == 1:
+        return BENCHMARKS[name].run(seeds, epochs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        results = list(
+            pool.map(partial(run_seeds, name, epochs=epochs, jobs=1), [[s] for s in seeds])
+        )
+    return {**results[0], "rows": [row for result in results for row in result["rows"]]}
+
+
+def run_one(name: str, seeds: list[int], epochs: int | None, out: Path, jobs: int = 1) -> None:
     """Run one benchmark, print its table and write JSON, CSV and the figure."""
     module = BENCHMARKS[name]
     epochs = epochs or module.DEFAULT_EPOCHS
+    if jobs > 1 and module is speed:
+        raise ValueError("The speed benchmark times one run at a time; run it with --jobs 1.")
     start = time.perf_counter()
-    result = module.run(seeds, epochs)
+    result = run_seeds(name, seeds, epochs, jobs)
     rows = pd.DataFrame(result.pop("rows"))
     table = summary(rows)
     print(f"\n{module.NAME}: {epochs} epochs, seeds {seeds}")
@@ -122,7 +143,7 @@ def run_one(name: str, seeds: list[int], epochs: int | None, out: Path) -> None:
     result.update(
         benchmark=module.NAME,
         command=f"python -m benchmarks.run {name} --seeds {' '.join(map(str, seeds))} "
-        f"--epochs {epochs}",
+        f"--epochs {epochs}" + (f" --jobs {jobs}" if jobs > 1 else ""),
         epochs=epochs,
         seeds=seeds,
         machine=machine(),
@@ -142,11 +163,12 @@ def main() -> None:
     parser.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: per benchmark")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
     for name in names:
-        run_one(name, args.seeds, args.epochs, args.out)
+        run_one(name, args.seeds, args.epochs, args.out, args.jobs)
 
 
 if __name__ == "__main__":

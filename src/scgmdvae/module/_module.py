@@ -50,7 +50,9 @@ class CGMDVAEModule(BaseModuleClass):
 
     Generative model ``p(x,y,z,w,d|c) = p(x|z,c) p(z|w,y,c) p(y|d) p(d) p(w)`` with
     ``p(w) = N(0, I)``, ``p(d) = Dir(alpha)``, ``p(y|d) = Cat(d)`` and
-    ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``. Inference networks ``q(z|x,c)``, ``q(w|x,c)``
+    ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``; by default the prior network does not read
+    the condition, ``p(z|w,y=k) = N(mu_k(w), sigma_k(w))`` (see ``condition_in_prior``).
+    Inference networks ``q(z|x,c)``, ``q(w|x,c)``
     (one trunk, two Gaussian heads), ``q(y|z,c)`` (categorical) and ``q(d|z,c)`` (Dirichlet).
 
     Parameters
@@ -124,6 +126,15 @@ class CGMDVAEModule(BaseModuleClass):
         proportions roughly (batches, technologies, a treatment that changes states but not
         types), and works against clusters that exist in one condition only. ``0`` (default)
         is the ELBO.
+    condition_in_prior
+        Whether the condition and the other covariates enter the prior network, as in the
+        thesis' ``p(z|w,y,c)``. ``False`` (default) gives every cluster the same prior in
+        every condition, ``p(z|w,y)``: the KL term then pulls the cells of one cluster to the
+        same place in ``z`` whatever their condition, and the decoder, which reads the
+        condition, carries the condition's effect on expression (as in scVI, whose prior has
+        no condition either). With ``True`` a cluster may sit elsewhere in each condition, so
+        nothing makes ``z`` forget the condition and neighbourhoods in ``z`` separate the
+        conditions.
     mean_bound, log_var_bound
         Soft-clipping bounds of Gaussian means and log-variances.
     concentration_floor
@@ -157,6 +168,7 @@ class CGMDVAEModule(BaseModuleClass):
         classification_ratio: float = 50.0,
         marginal_kl_y_weight: float = 0.0,
         mi_y_c_weight: float = 0.0,
+        condition_in_prior: bool = False,
         mean_bound: float = 10.0,
         log_var_bound: float = 8.0,
         concentration_floor: float = 1e-2,
@@ -197,6 +209,7 @@ class CGMDVAEModule(BaseModuleClass):
         self.classification_ratio = classification_ratio
         self.marginal_kl_y_weight = marginal_kl_y_weight
         self.mi_y_c_weight = mi_y_c_weight
+        self.condition_in_prior = condition_in_prior
         self.mean_bound = mean_bound
         self.log_var_bound = log_var_bound
         self.concentration_floor = concentration_floor
@@ -218,7 +231,9 @@ class CGMDVAEModule(BaseModuleClass):
         self.cluster_head = ConditionalMLP(n_latent + n_continuous_cov, (n_clusters,), **network)
         self.dirichlet_head = ConditionalMLP(n_latent + n_continuous_cov, (n_clusters,), **network)
         self.prior_network = ConditionalMLP(
-            n_latent_w + n_continuous_cov, (2 * n_clusters * n_latent,), **network
+            n_latent_w + (n_continuous_cov if condition_in_prior else 0),
+            (2 * n_clusters * n_latent,),
+            **{**network, "n_cat_list": n_cat_list if condition_in_prior else []},
         )
         if gene_likelihood in COUNT_LIKELIHOODS:
             self.decoder = DecoderSCVI(
@@ -241,7 +256,7 @@ class CGMDVAEModule(BaseModuleClass):
         mean_bias = readout.bias.data.view(2, self.n_clusters, self.n_latent)[0]
         mean_bias.normal_(0.0, 1.0)
 
-    def settings(self) -> dict[str, int | float | str]:
+    def settings(self) -> dict[str, int | float | str | bool]:
         """Return the number of components, the mixture weights and every loss weight in use."""
         return {
             "n_clusters": self.n_clusters,
@@ -250,6 +265,7 @@ class CGMDVAEModule(BaseModuleClass):
             "classification_ratio": self.classification_ratio,
             "marginal_kl_y_weight": self.marginal_kl_y_weight,
             "mi_y_c_weight": self.mi_y_c_weight,
+            "condition_in_prior": self.condition_in_prior,
         }
 
     def is_component_parameter(self, name: str) -> bool:
@@ -429,9 +445,15 @@ class CGMDVAEModule(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and variances of ``p(z|w,y=k,c)``, each ``(n_cells, n_clusters, n_latent)``."""
-        covariates = self._covariates(batch_index, cat_covs)
-        raw = self.prior_network(self._with_continuous(w, cont_covs), *covariates)[0]
+        """Means and variances of ``p(z|w,y=k,c)``, each ``(n_cells, n_clusters, n_latent)``.
+
+        The covariates are ignored unless ``condition_in_prior``.
+        """
+        if self.condition_in_prior:
+            covariates = self._covariates(batch_index, cat_covs)
+            raw = self.prior_network(self._with_continuous(w, cont_covs), *covariates)[0]
+        else:
+            raw = self.prior_network(w)[0]
         raw = raw.unflatten(-1, (2, self.n_clusters, self.n_latent))
         return self._gaussian(torch.cat([raw[..., 0, :, :], raw[..., 1, :, :]], dim=-1))
 
