@@ -29,9 +29,13 @@ def neighbour_graph(latent: np.ndarray, conditions: np.ndarray, seed: int) -> cs
     the cells of a smaller condition), as in BBKNN :cite:p:`Polanski20`; with one condition
     this is the usual 15-neighbour graph. A latent space in which the conditions lie apart
     (a treatment's response, a batch effect) would otherwise give communities of one condition
-    each, and a mixture initialised from them would hold each cell type twice. Neighbours are
-    searched exactly (scikit-learn) and turned into connectivities as in
-    :func:`scanpy.pp.neighbors` (UMAP's fuzzy simplicial set).
+    each, and a mixture initialised from them would hold each cell type twice.
+
+    Neighbours are searched exactly (scikit-learn). Their memberships are UMAP's (the fuzzy
+    simplicial set of :func:`scanpy.pp.neighbors`), computed for each condition's neighbours
+    on their own scale: the nearest cell of every condition has membership 1, so that the
+    distance between conditions does not weaken the links across them. The graph is the fuzzy
+    union of the memberships and their transpose.
 
     Parameters
     ----------
@@ -44,23 +48,23 @@ def neighbour_graph(latent: np.ndarray, conditions: np.ndarray, seed: int) -> cs
     """
     groups = [np.flatnonzero(conditions == code) for code in np.unique(conditions)]
     per_condition = -(-N_NEIGHBORS // len(groups))
-    indices, distances = [], []
+    memberships = csr_matrix((len(latent), len(latent)), dtype=np.float32)
     for members in groups:
         search = NearestNeighbors(n_neighbors=min(per_condition, len(members)))
-        found_distances, found = search.fit(latent[members]).kneighbors(latent)
-        indices.append(members[found])
-        distances.append(found_distances)
-    indices, distances = np.hstack(indices), np.hstack(distances)
-    order = np.argsort(distances, axis=1)
-    graph = fuzzy_simplicial_set(
-        latent,
-        indices.shape[1],
-        np.random.RandomState(seed),
-        "euclidean",
-        knn_indices=np.take_along_axis(indices, order, axis=1),
-        knn_dists=np.take_along_axis(distances, order, axis=1),
-    )[0]
-    return graph.tocsr()
+        distances, found = search.fit(latent[members]).kneighbors(latent)
+        memberships = (
+            memberships
+            + fuzzy_simplicial_set(
+                latent,
+                found.shape[1],
+                np.random.RandomState(seed),
+                "euclidean",
+                knn_indices=members[found],
+                knn_dists=distances,
+                apply_set_operations=False,
+            )[0].tocsr()
+        )
+    return (memberships + memberships.T - memberships.multiply(memberships.T)).tocsr()
 
 
 def leiden_partition(
