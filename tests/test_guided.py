@@ -13,7 +13,6 @@ from scgmdvae.metrics import adjusted_rand_index
 from scgmdvae.model._mixture_init import (
     free_component_guide,
     leiden_partition,
-    neighbour_graph,
     novel_communities,
     unlabelled_communities,
 )
@@ -232,41 +231,3 @@ def test_leiden_partition_finds_the_asked_number_of_well_separated_groups():
     codes = leiden_partition(latent, 5, seed=0)
     assert adjusted_rand_index(truth, codes) == 1.0
     assert leiden_partition(latent, 3, seed=0).max() + 1 <= 3
-
-
-def _types_apart_by_condition():
-    """Three types in the first two dimensions, the second condition shifted along the third.
-
-    The shift is larger than the distance between types, so the nearest cells are those of the
-    same condition; the nearest cells of the other condition are those of the same type.
-    """
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 0, 0], [6, 0, 0], [0, 6, 0]])
-    shift = np.array([0.0, 0, 12])
-    latent = np.concatenate(
-        [c + s + rng.normal(size=(80, 3)) for s in (0 * shift, shift) for c in centres]
-    )
-    types = np.tile(np.repeat(np.arange(3), 80), 2)
-    conditions = np.repeat([0, 1], 240)
-    return latent, types, conditions
-
-
-def _links_across_conditions(graph, conditions: np.ndarray) -> np.ndarray:
-    """Number of each cell's neighbours in another condition."""
-    rows, cols = graph.nonzero()
-    across = conditions[rows] != conditions[cols]
-    return np.bincount(rows[across], minlength=len(conditions))
-
-
-def test_neighbour_graph_links_every_cell_to_every_condition():
-    latent, _, conditions = _types_apart_by_condition()
-    graph = neighbour_graph(latent, conditions, seed=0)
-    assert (_links_across_conditions(graph, conditions) >= 8).all()
-    plain = neighbour_graph(latent, np.zeros_like(conditions), seed=0)
-    assert (_links_across_conditions(plain, conditions) == 0).all()
-
-
-def test_leiden_partition_with_conditions_finds_types_not_conditions():
-    latent, types, conditions = _types_apart_by_condition()
-    assert adjusted_rand_index(types, leiden_partition(latent, 3, 0, conditions)) > 0.95
-    assert adjusted_rand_index(types, leiden_partition(latent, 3, 0)) < 0.5

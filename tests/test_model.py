@@ -170,6 +170,18 @@ def test_write_results_records_module_keyword_arguments():
     settings = adata.uns["cgmdvae"]["settings"]
     assert settings["mi_y_c_weight"] == 2.5 and settings["kl_w_weight"] == 20.0
     assert settings["n_clusters"] == 3 and settings["gene_likelihood"] == "nb"
+    assert settings["condition_in_prior"] is False
+
+
+@pytest.mark.parametrize("condition_in_prior", [False, True])
+def test_prior_reads_the_condition_only_with_condition_in_prior(condition_in_prior):
+    module = scgmdvae.module.CGMDVAEModule(
+        n_input=20, n_clusters=3, n_batch=2, condition_in_prior=condition_in_prior
+    ).eval()
+    w = torch.randn(6, module.n_latent_w)
+    first, second = (module.component_parameters(w, torch.full((6, 1), c)) for c in (0, 1))
+    assert torch.equal(first[0], second[0]) is not condition_in_prior
+    assert torch.equal(first[1], second[1]) is not condition_in_prior
 
 
 def test_package_namespace_holds_only_its_public_names_and_submodules():

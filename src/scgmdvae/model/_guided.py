@@ -282,10 +282,7 @@ class GuidedTrainingMixin:
         n_clusters, seed = self.module.n_clusters, settings.seed
         summaries = self._posterior_summaries(self.adata)
         latent = summaries["z"]
-        conditions = np.asarray(
-            self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
-        ).ravel()
-        communities = initial_partition(mixture_init, latent, n_clusters, seed, conditions)
+        communities = initial_partition(mixture_init, latent, n_clusters, seed)
         first_free = self._first_free_component()
         if first_free == 0:
             return pd.Categorical(communities), len(np.unique(communities))

@@ -7,11 +7,8 @@ from typing import Literal
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
-from scipy.sparse import csr_matrix
 from scipy.stats import binom
 from sklearn.cluster import KMeans
-from sklearn.neighbors import NearestNeighbors
-from umap.umap_ import fuzzy_simplicial_set
 
 MixtureInit = Literal["leiden", "kmeans"]
 N_NEIGHBORS = 15
@@ -22,78 +19,30 @@ NOVEL_COMMUNITY_PVALUE = 0.05
 """A query community is new when the median novelty p-value of its cells is below this."""
 
 
-def neighbour_graph(latent: np.ndarray, conditions: np.ndarray, seed: int) -> csr_matrix:
-    """UMAP connectivities of a kNN graph whose neighbours come from every condition.
-
-    Each cell gets ``ceil(15 / n_conditions)`` nearest neighbours within each condition (all
-    the cells of a smaller condition), as in BBKNN :cite:p:`Polanski20`; with one condition
-    this is the usual 15-neighbour graph. A latent space in which the conditions lie apart
-    (a treatment's response, a batch effect) would otherwise give communities of one condition
-    each, and a mixture initialised from them would hold each cell type twice.
-
-    Neighbours are searched exactly (scikit-learn). Their memberships are UMAP's (the fuzzy
-    simplicial set of :func:`scanpy.pp.neighbors`), computed for each condition's neighbours
-    on their own scale: the nearest cell of every condition has membership 1, so that the
-    distance between conditions does not weaken the links across them. The graph is the fuzzy
-    union of the memberships and their transpose.
-
-    Parameters
-    ----------
-    latent
-        Cells × latent dimensions.
-    conditions
-        Condition code of each cell.
-    seed
-        Random seed of UMAP's connectivities.
-    """
-    groups = [np.flatnonzero(conditions == code) for code in np.unique(conditions)]
-    per_condition = -(-N_NEIGHBORS // len(groups))
-    memberships = csr_matrix((len(latent), len(latent)), dtype=np.float32)
-    for members in groups:
-        search = NearestNeighbors(n_neighbors=min(per_condition, len(members)))
-        distances, found = search.fit(latent[members]).kneighbors(latent)
-        memberships = (
-            memberships
-            + fuzzy_simplicial_set(
-                latent,
-                found.shape[1],
-                np.random.RandomState(seed),
-                "euclidean",
-                knn_indices=members[found],
-                knn_dists=distances,
-                apply_set_operations=False,
-            )[0].tocsr()
-        )
-    return (memberships + memberships.T - memberships.multiply(memberships.T)).tocsr()
-
-
-def leiden_partition(
-    latent: np.ndarray, n_clusters: int, seed: int, conditions: np.ndarray | None = None
-) -> np.ndarray:
+def leiden_partition(latent: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """Leiden communities of the kNN graph of ``latent``, as close to ``n_clusters`` as possible.
 
-    The graph is :func:`neighbour_graph`'s (neighbours from every condition); the resolution
-    is bisected on a log scale between 0.001 and 10 until Leiden finds ``n_clusters``
-    communities, and the partition with the most communities not above ``n_clusters`` is kept.
-    If even the lowest resolution gives more (a graph of many disconnected parts), they are
-    merged by :func:`merge_communities`.
+    The graph is scanpy's (15 neighbours, UMAP connectivities), with the neighbours searched
+    exactly by scikit-learn; the resolution is bisected on a log scale between 0.001 and 10
+    until Leiden finds ``n_clusters`` communities, and the partition with the most communities
+    not above ``n_clusters`` is kept. If even the lowest resolution gives more (a graph of many
+    disconnected parts), they are merged by :func:`merge_communities`.
     """
-    if conditions is None:
-        conditions = np.zeros(len(latent), dtype=int)
-    holder = AnnData(obs={"cell": np.arange(len(latent))})
-    graph = neighbour_graph(np.asarray(latent, dtype=np.float32), conditions, seed)
+    graph = AnnData(np.asarray(latent, dtype=np.float32))
+    sc.pp.neighbors(
+        graph, n_neighbors=N_NEIGHBORS, use_rep="X", transformer="sklearn", random_state=seed
+    )
 
     def communities(resolution: float) -> np.ndarray:
         sc.tl.leiden(
-            holder,
+            graph,
             resolution=resolution,
-            adjacency=graph,
             flavor="igraph",
             n_iterations=2,
             directed=False,
             random_state=seed,
         )
-        return holder.obs["leiden"].cat.codes.to_numpy()
+        return graph.obs["leiden"].cat.codes.to_numpy()
 
     low, high = np.log(1e-3), np.log(10.0)
     best = communities(float(np.exp(low)))
@@ -129,19 +78,12 @@ def merge_communities(
 
 
 def initial_partition(
-    method: MixtureInit,
-    latent: np.ndarray,
-    n_clusters: int,
-    seed: int,
-    conditions: np.ndarray | None = None,
+    method: MixtureInit, latent: np.ndarray, n_clusters: int, seed: int
 ) -> np.ndarray:
-    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``.
-
-    ``conditions`` (a code per cell) shape Leiden's graph (:func:`neighbour_graph`).
-    """
+    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``."""
     if method == "kmeans":
         return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(latent)
-    return leiden_partition(latent, n_clusters, seed, conditions)
+    return leiden_partition(latent, n_clusters, seed)
 
 
 def unlabelled_communities(

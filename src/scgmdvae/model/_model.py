@@ -68,9 +68,13 @@ class CGMDVAE(
     Clusters cells with a mixture of ``n_clusters`` Gaussians in the latent space ``z``, whose
     means and variances are produced from a second latent variable ``w`` and the condition;
     without ``n_clusters`` the model chooses how many clusters to use.
-    The condition (treatment, batch, technology) enters every network, so clusters are shared
-    across conditions. With labels registered, labelled cells supervise the mixture (label ``k``
-    is cluster ``k``) and the model transfers labels to unlabelled cells.
+    The condition (treatment, batch, technology) enters the encoder, the cluster and weight
+    networks and the decoder, so clusters are shared across conditions. By default the prior
+    ``p(z|w,y)`` is the same in every condition, so that a cell type sits in one place of the
+    latent space whatever its condition and the decoder carries the condition's effect;
+    ``condition_in_prior=True`` gives the thesis' ``p(z|w,y,c)``. With labels registered,
+    labelled cells supervise the mixture (label ``k`` is cluster ``k``) and the model transfers
+    labels to unlabelled cells.
 
     Parameters
     ----------
@@ -106,9 +110,9 @@ class CGMDVAE(
     **module_kwargs
         Further arguments of :class:`~scgmdvae.module.CGMDVAEModule`, for example the term
         weights ``kl_z_weight``, ``kl_w_weight``, ``kl_y_weight``, ``kl_d_weight``,
-        ``classification_ratio``, ``marginal_kl_y_weight``, ``mi_y_c_weight`` or
-        ``dispersion``. Without labels the defaults are set for clustering:
-        ``kl_w_weight=20`` (rigid components) and, with a condition registered,
+        ``classification_ratio``, ``marginal_kl_y_weight``, ``mi_y_c_weight``,
+        ``condition_in_prior`` or ``dispersion``. Without labels the defaults are set for
+        clustering: ``kl_w_weight=20`` (rigid components) and, with a condition registered,
         ``mi_y_c_weight=10`` (clusters shared by the conditions); pass them to override.
 
     Examples
