@@ -68,13 +68,11 @@ class CGMDVAE(
     Clusters cells with a mixture of ``n_clusters`` Gaussians in the latent space ``z``, whose
     means and variances are produced from a second latent variable ``w`` and the condition;
     without ``n_clusters`` the model chooses how many clusters to use.
-    The condition (treatment, batch, technology) enters the encoder, the cluster and weight
-    networks and the decoder, so clusters are shared across conditions. By default the prior
-    ``p(z|w,y)`` is the same in every condition, so that a cell type sits in one place of the
-    latent space whatever its condition and the decoder carries the condition's effect;
-    ``condition_in_prior=True`` gives the thesis' ``p(z|w,y,c)``. With labels registered,
-    labelled cells supervise the mixture (label ``k`` is cluster ``k``) and the model transfers
-    labels to unlabelled cells.
+    The condition (treatment, batch, technology) enters every network, so clusters are shared
+    across conditions (``condition_in_prior=False`` keeps it out of the prior of ``z``, so that
+    a cell type sits in one place of the latent space whatever its condition). With labels
+    registered, labelled cells supervise the mixture (label ``k`` is cluster ``k``) and the
+    model transfers labels to unlabelled cells.
 
     Parameters
     ----------

@@ -50,9 +50,8 @@ class CGMDVAEModule(BaseModuleClass):
 
     Generative model ``p(x,y,z,w,d|c) = p(x|z,c) p(z|w,y,c) p(y|d) p(d) p(w)`` with
     ``p(w) = N(0, I)``, ``p(d) = Dir(alpha)``, ``p(y|d) = Cat(d)`` and
-    ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``; by default the prior network does not read
-    the condition, ``p(z|w,y=k) = N(mu_k(w), sigma_k(w))`` (see ``condition_in_prior``).
-    Inference networks ``q(z|x,c)``, ``q(w|x,c)``
+    ``p(z|w,y=k,c) = N(mu_k(w,c), sigma_k(w,c))``, or ``p(z|w,y=k) = N(mu_k(w), sigma_k(w))``
+    with ``condition_in_prior=False``. Inference networks ``q(z|x,c)``, ``q(w|x,c)``
     (one trunk, two Gaussian heads), ``q(y|z,c)`` (categorical) and ``q(d|z,c)`` (Dirichlet).
 
     Parameters
@@ -128,13 +127,12 @@ class CGMDVAEModule(BaseModuleClass):
         is the ELBO.
     condition_in_prior
         Whether the condition and the other covariates enter the prior network, as in the
-        thesis' ``p(z|w,y,c)``. ``False`` (default) gives every cluster the same prior in
-        every condition, ``p(z|w,y)``: the KL term then pulls the cells of one cluster to the
-        same place in ``z`` whatever their condition, and the decoder, which reads the
-        condition, carries the condition's effect on expression (as in scVI, whose prior has
-        no condition either). With ``True`` a cluster may sit elsewhere in each condition, so
-        nothing makes ``z`` forget the condition and neighbourhoods in ``z`` separate the
-        conditions.
+        thesis' ``p(z|w,y,c)`` (default): a cluster may then sit elsewhere in each condition,
+        so nothing makes ``z`` forget the condition, and neighbourhoods in ``z`` separate the
+        conditions. ``False`` gives every cluster the same prior in every condition,
+        ``p(z|w,y)``: the KL term then pulls the cells of one cluster to the same place in ``z``
+        whatever their condition, and the decoder, which reads the condition, carries the
+        condition's effect on expression (as in scVI, whose prior has no condition either).
     mean_bound, log_var_bound
         Soft-clipping bounds of Gaussian means and log-variances.
     concentration_floor
@@ -168,7 +166,7 @@ class CGMDVAEModule(BaseModuleClass):
         classification_ratio: float = 50.0,
         marginal_kl_y_weight: float = 0.0,
         mi_y_c_weight: float = 0.0,
-        condition_in_prior: bool = False,
+        condition_in_prior: bool = True,
         mean_bound: float = 10.0,
         log_var_bound: float = 8.0,
         concentration_floor: float = 1e-2,
