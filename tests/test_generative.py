@@ -135,6 +135,22 @@ def test_counterfactual_source_condition_and_library(trained_blobs):
     np.testing.assert_allclose(predicted.X.sum(1), observed, rtol=1e-3)
 
 
+def test_counterfactual_posterior_samples_give_a_spread(trained_blobs):
+    model, adata = trained_blobs
+    cells = np.arange(30)
+    at_means = model.predict_condition_response("B", indices=cells)
+    sampled = model.predict_condition_response("B", indices=cells, n_samples=20)
+    assert "std" not in at_means.layers
+    assert sampled.layers["std"].shape == (30, adata.n_vars)
+    assert (sampled.layers["std"] > 0).all()
+    assert sampled.uns["condition_response"]["n_samples"] == 20
+    np.testing.assert_allclose(sampled.X.sum(1), 1.0, rtol=1e-4)
+    # The draws scatter around the prediction at the posterior means.
+    assert np.abs(sampled.X - at_means.X).mean() < sampled.layers["std"].mean()
+    with pytest.raises(ValueError, match="n_samples must be at least 1"):
+        model.predict_condition_response("B", n_samples=0)
+
+
 def test_normalized_expression_follows_rnaseqmixin(trained_blobs):
     model, adata = trained_blobs
     expression = model.get_normalized_expression(library_size=1e4)

@@ -291,6 +291,37 @@ class GenerativeMixin:
         source_mean, source_variance = self._component(w, y, observed)
         return mean + (variance / source_variance).sqrt() * (z - source_mean)
 
+    def _counterfactual_draws(
+        self,
+        tensors: dict[str, torch.Tensor],
+        latent: str,
+        target: int,
+        library_size: float | None,
+        n_samples: int,
+    ) -> torch.Tensor:
+        """Predictions of a minibatch under condition ``target``, ``(n_samples, cells, genes)``.
+
+        One draw at the posterior means of ``z`` and ``w`` when ``n_samples`` is 1, else
+        ``n_samples`` draws from ``q(z|x,c)`` and ``q(w|x,c)``.
+        """
+        inference = self.module.inference(**self.module._get_inference_input(tensors))
+        observed = self._covariates_of(tensors, inference)
+        counterfactual = self._with(observed, library_size, condition_code=target)
+        labels = tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device)
+        qz, qw = inference["qz"], inference["qw"]
+        draws = (
+            [(qz.loc, qw.loc)]
+            if n_samples == 1
+            else zip(qz.sample((n_samples,)), qw.sample((n_samples,)), strict=True)
+        )
+        predictions = []
+        for z, w in draws:
+            z_target = self._counterfactual_latent(
+                latent, z, w, inference["qy_logits"], labels, observed, counterfactual
+            )
+            predictions.append(self._observation(z_target, counterfactual).mean.cpu())
+        return torch.stack(predictions)
+
     @torch.inference_mode()
     def predict_condition_response(
         self,
@@ -300,13 +331,15 @@ class GenerativeMixin:
         source_condition: str | None = None,
         latent: Literal["posterior", "prior_mean", "abduction"] = "posterior",
         library_size: float | Literal["observed"] = 1.0,
+        n_samples: int = 1,
         batch_size: int | None = None,
     ) -> AnnData:
         """Predict the cells' expression under another condition (counterfactual).
 
         Each cell is encoded under its observed condition ``c`` (posterior means of ``z`` and
-        ``w``), its latent code ``z'`` under the target condition ``c'`` is chosen by
-        ``latent``, and the prediction is the mean of ``p(x|z',c')``:
+        ``w``, or ``n_samples`` draws from ``q(z|x,c)`` and ``q(w|x,c)``), its latent code
+        ``z'`` under the target condition ``c'`` is chosen by ``latent``, and the prediction is
+        the mean of ``p(x|z',c')``:
 
         - ``"posterior"``: ``z' = z``; the decoder carries the condition effect (as scVI's
           ``transform_batch``).
@@ -339,6 +372,11 @@ class GenerativeMixin:
             proportions, ``1e4`` counts per ten thousand) or ``"observed"`` for expected counts
             at each cell's observed library size. Ignored by ``"normal"`` and ``"bernoulli"``,
             which return the likelihood's mean.
+        n_samples
+            Number of posterior draws of ``z`` and ``w`` per cell; ``1`` uses the posterior
+            means. With more, ``X`` is the mean of the draws' predictions and
+            ``layers["std"]`` their standard deviation: the posterior uncertainty of the
+            counterfactual (the cluster ``k`` is the posterior mean's).
         batch_size
             Minibatch size for the forward pass.
 
@@ -351,6 +389,8 @@ class GenerativeMixin:
             raise ValueError(
                 f"latent must be 'posterior', 'prior_mean' or 'abduction', not {latent!r}."
             )
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, not {n_samples}.")
         self._check_if_trained(warn=False)
         self.module.eval()
         adata = self._validate_anndata(adata)
@@ -367,28 +407,21 @@ class GenerativeMixin:
         predictions = []
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         for tensors in loader:
-            inference = self.module.inference(**self.module._get_inference_input(tensors))
-            observed = self._covariates_of(tensors, inference)
-            counterfactual = self._with(observed, fixed_library, condition_code=target)
-            z = self._counterfactual_latent(
-                latent,
-                inference["qz"].loc,
-                inference["qw"].loc,
-                inference["qy_logits"],
-                tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device),
-                observed,
-                counterfactual,
+            predictions.append(
+                self._counterfactual_draws(tensors, latent, target, fixed_library, n_samples)
             )
-            predictions.append(self._observation(z, counterfactual).mean.cpu())
+        samples = torch.cat(predictions, dim=1).numpy().astype(np.float32)
         return AnnData(
-            X=torch.cat(predictions).numpy().astype(np.float32),
+            X=samples.mean(0),
             obs=adata.obs.iloc[indices].copy(),
             var=pd.DataFrame(index=adata.var_names.copy()),
+            layers={"std": samples.std(0)} if n_samples > 1 else None,
             uns={
                 "condition_response": {
                     "target_condition": str(target_condition),
                     "latent": latent,
                     "library_size": library_size,
+                    "n_samples": n_samples,
                 }
             },
         )
