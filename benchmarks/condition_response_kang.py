@@ -202,9 +202,8 @@ def annotated(adata: ad.AnnData) -> ad.AnnData:
     return adata
 
 
-def summarise(rows: pd.DataFrame) -> dict:
-    """Per method: median and range over held-out types of the per-type median over seeds."""
-    per_type = rows.groupby(["method", "cell_type"], sort=False)[list(METRICS)].median()
+def summarise(per_type: pd.DataFrame) -> dict:
+    """Per method: median and range over held-out types of ``per_type``'s medians over seeds."""
     grouped = per_type.groupby(level="method", sort=False)
     summary = {
         name: getattr(grouped, name)().to_dict("index") for name in ("median", "min", "max")
@@ -234,8 +233,8 @@ def main() -> None:
         jobs = product(map(str, types), args.seeds)
         rows = [row for rows in pool.map(run, jobs) for row in rows]
     table = pd.DataFrame(rows)
-    summary = summarise(table)
     per_type = table.groupby(["cell_type", "method"], sort=False)[list(METRICS)].median()
+    summary = summarise(per_type)
     pd.set_option("display.width", 200)
     print(per_type.round(3).to_string())
     print(pd.DataFrame(summary["median"]).T.round(3).to_string())
