@@ -15,14 +15,16 @@ predicted from the type's control cells and compared with the real stimulated ce
 Methods, all with the same seed and number of epochs:
 
 - c*GMΔVÆ semi-supervised with the cell types, condition registered, default settings:
-  ``predict_condition_response`` with each ``latent`` (``"posterior"``, ``"prior_mean"``,
-  ``"abduction"``), at 10,000 counts per cell.
+  ``predict_condition_response`` with each ``latent`` (``"posterior"``, ``"shift"``,
+  ``"prior_mean"``, ``"abduction"``), at 10,000 counts per cell.
 - The same with ``condition_in_prior=False`` (the prior of ``z`` is the same in both conditions,
   so that a cell type sits in one place of ``z`` and the decoder carries the response), with
   ``latent="posterior"``.
 - Latent arithmetic (scGen's approach) on the default c*GMΔVÆ: ``z + δ`` decoded under the
-  control condition, ``δ`` the difference between the stimulated and control means of ``z`` over
-  the training cells, balanced across cell types (mean of per-type means, as scGen's balancer).
+  control condition (as scGen, which has no condition) and under the stimulated one, ``δ`` the
+  difference between the stimulated and control means of ``z`` over the training cells,
+  balanced across cell types (mean of per-type means, as scGen's balancer; ``"shift"`` takes
+  the median over the model's clusters instead).
 - Latent arithmetic on an unconditional scVI (scGen with scVI's negative binomial decoder).
 - Control as prediction: the real control mean itself (no response).
 
@@ -142,13 +144,14 @@ def predict_cell_type(
         return log_mean(predicted.X)
 
     model = train_cgmdvae(train, seed, epochs)
-    for latent in ("posterior", "prior_mean", "abduction"):
+    for latent in ("posterior", "shift", "prior_mean", "abduction"):
         predictions[f"c*GMΔVÆ ({latent})"] = counterfactual(model, latent=latent)
     z = model.get_latent_representation()
     shifted = z[control] + balanced_delta(z, train.obs)
-    predictions["latent arithmetic, c*GMΔVÆ z"] = log_mean(
-        decode_scale(cgmdvae_decoder(model, CONTROL), shifted)
-    )
+    for condition in (CONTROL, STIMULATED):
+        predictions[f"latent arithmetic, c*GMΔVÆ z, decoded as {condition}"] = log_mean(
+            decode_scale(cgmdvae_decoder(model, condition), shifted)
+        )
     free = train_cgmdvae(train, seed, epochs, condition_in_prior=False)
     predictions["c*GMΔVÆ condition_in_prior=False (posterior)"] = counterfactual(
         free, latent="posterior"

@@ -17,7 +17,9 @@ from scvi import REGISTRY_KEYS
 from torch.distributions import Distribution, Normal
 
 from ..module._module import COUNT_LIKELIHOODS
+from ._latent_shift import MIN_CELLS_PER_CONDITION, condition_shifts
 
+COUNTERFACTUAL_LATENTS = ("posterior", "shift", "prior_mean", "abduction")
 GENERATIVE_COVARIATES = ("library", "batch_index", "cat_covs", "cont_covs")
 Covariates = dict[str, torch.Tensor | None]
 
@@ -271,20 +273,61 @@ class GenerativeMixin:
         ).mean
         return decoded.reshape(n_clusters, n_steps, -1).cpu().numpy()
 
+    @torch.inference_mode()
+    def _latent_shifts(self, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`condition_shifts` to ``target`` over the model's cells (posterior means)."""
+        z, clusters, conditions = [], [], []
+        for tensors in self._make_data_loader(adata=self.adata):
+            inference = self.module.inference(**self.module._get_inference_input(tensors))
+            labels = tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device)
+            z.append(inference["qz"].loc)
+            clusters.append(self._cluster_of(inference, labels))
+            conditions.append(tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device).ravel())
+        return condition_shifts(
+            torch.cat(z),
+            torch.cat(clusters),
+            torch.cat(conditions),
+            target,
+            self.module.n_clusters,
+            len(self.condition_names),
+        )
+
+    def _shifts_for(self, target: int, indices: np.ndarray, adata: AnnData) -> torch.Tensor:
+        """:meth:`_latent_shifts`, refused when a predicted cell's condition has none."""
+        shifts, defined = self._latent_shifts(target)
+        manager = self.get_anndata_manager(adata, required=True)
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        undefined = [self.condition_names[c] for c in np.unique(codes[indices]) if not defined[c]]
+        if undefined:
+            raise ValueError(
+                f"latent='shift' needs a cluster with at least {MIN_CELLS_PER_CONDITION} of the "
+                f"model's cells in both {undefined[0]!r} and {self.condition_names[target]!r}; "
+                "there is none. Use latent='posterior'."
+            )
+        return shifts
+
+    def _cluster_of(self, inference: dict, labels: torch.Tensor) -> torch.Tensor:
+        """Return each cell's label if labelled, else its most probable cluster of ``q(y|z,c)``."""
+        return self.module.responsibilities(inference["qy_logits"], labels)[0].argmax(-1)
+
     def _counterfactual_latent(
         self,
         latent: str,
         z: torch.Tensor,
         w: torch.Tensor,
-        qy_logits: torch.Tensor,
-        labels: torch.Tensor,
+        y: torch.Tensor,
         observed: Covariates,
         counterfactual: Covariates,
+        shifts: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``z'`` of :meth:`predict_condition_response` from posterior means ``z`` and ``w``."""
+        """``z'`` of :meth:`predict_condition_response` for cells of cluster ``y``.
+
+        ``shifts`` are :func:`condition_shifts`' rows, one per source condition.
+        """
         if latent == "posterior":
             return z
-        y = self.module.responsibilities(qy_logits, labels)[0].argmax(-1)
+        if latent == "shift":
+            return z + shifts[observed["batch_index"].ravel().long()]
         mean, variance = self._component(w, y, counterfactual)
         if latent == "prior_mean":
             return mean
@@ -298,6 +341,7 @@ class GenerativeMixin:
         target: int,
         library_size: float | None,
         n_samples: int,
+        shifts: torch.Tensor | None,
     ) -> torch.Tensor:
         """Predictions of a minibatch under condition ``target``, ``(n_samples, cells, genes)``.
 
@@ -307,7 +351,7 @@ class GenerativeMixin:
         inference = self.module.inference(**self.module._get_inference_input(tensors))
         observed = self._covariates_of(tensors, inference)
         counterfactual = self._with(observed, library_size, condition_code=target)
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device)
+        y = self._cluster_of(inference, tensors[REGISTRY_KEYS.LABELS_KEY].to(self.device))
         qz, qw = inference["qz"], inference["qw"]
         draws = (
             [(qz.loc, qw.loc)]
@@ -317,7 +361,7 @@ class GenerativeMixin:
         predictions = []
         for z, w in draws:
             z_target = self._counterfactual_latent(
-                latent, z, w, inference["qy_logits"], labels, observed, counterfactual
+                latent, z, w, y, observed, counterfactual, shifts
             )
             predictions.append(self._observation(z_target, counterfactual).mean.cpu())
         return torch.stack(predictions)
@@ -329,7 +373,7 @@ class GenerativeMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         source_condition: str | None = None,
-        latent: Literal["posterior", "prior_mean", "abduction"] = "posterior",
+        latent: Literal["posterior", "shift", "prior_mean", "abduction"] = "posterior",
         library_size: float | Literal["observed"] = 1.0,
         n_samples: int = 1,
         batch_size: int | None = None,
@@ -343,17 +387,23 @@ class GenerativeMixin:
 
         - ``"posterior"``: ``z' = z``; the decoder carries the condition effect (as scVI's
           ``transform_batch``).
+        - ``"shift"``: ``z' = z + δ(c → c')``, scGen's latent arithmetic with the model's
+          clusters in place of cell types: ``δ`` is the coordinate-wise median, over the
+          clusters with at least 10 of the model's cells under both ``c`` and ``c'``, of the
+          difference of the cluster's mean ``z`` under ``c'`` and under ``c``. Unlike scGen,
+          ``z'`` is decoded under ``c'``: the conditions need not share a region of ``z``.
         - ``"prior_mean"``: ``z' = mu_k(w,c')``, the mean of the cell's mixture component
-          under ``c'`` with ``w`` and the cluster ``k`` kept (``k`` is the cell's label if it
-          is labelled, else the most probable cluster of ``q(y|z,c)``). The prior network takes
-          ``c``, so the component itself moves with the condition.
+          under ``c'`` with ``w`` and the cluster ``k`` kept. The prior network takes ``c``, so
+          the component itself moves with the condition.
         - ``"abduction"``: as ``"prior_mean"``, keeping the cell's standardised offset within
           its component, ``z' = mu_k(w,c') + sigma_k(w,c')/sigma_k(w,c) · (z − mu_k(w,c))``.
 
-        The default is ``"posterior"``: when cluster ``k`` was never observed under ``c'`` (the
-        scGen setting), ``mu_k(w,c')`` is not constrained by any data, whereas the decoder's
-        condition effect is learned from every cluster. The benchmarks page compares the three
-        on Kang et al. (2018) with one cell type's stimulated cells held out.
+        A cell's cluster (``k`` above, and the clusters of ``"shift"``) is its label if it is
+        labelled, else its most probable cluster of ``q(y|z,c)``. The default is
+        ``"posterior"``: when cluster ``k`` was never observed under ``c'`` (the scGen setting),
+        ``mu_k(w,c')`` is not constrained by any data, whereas the decoder's condition effect is
+        learned from every cluster. The benchmarks page compares them on Kang et al. (2018)
+        with one cell type's stimulated cells held out.
 
         Parameters
         ----------
@@ -366,7 +416,7 @@ class GenerativeMixin:
         source_condition
             Keep only the cells observed under this condition.
         latent
-            ``"posterior"``, ``"prior_mean"`` or ``"abduction"`` (see above).
+            ``"posterior"``, ``"shift"``, ``"prior_mean"`` or ``"abduction"`` (see above).
         library_size
             For count likelihoods: total counts of the predicted profile (``1`` gives
             proportions, ``1e4`` counts per ten thousand) or ``"observed"`` for expected counts
@@ -385,9 +435,9 @@ class GenerativeMixin:
         AnnData of predicted expression with the model's genes and the predicted cells' original
         ``obs``; ``uns["condition_response"]`` records the settings.
         """
-        if latent not in ("posterior", "prior_mean", "abduction"):
+        if latent not in COUNTERFACTUAL_LATENTS:
             raise ValueError(
-                f"latent must be 'posterior', 'prior_mean' or 'abduction', not {latent!r}."
+                f"latent must be one of {list(COUNTERFACTUAL_LATENTS)}, not {latent!r}."
             )
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, not {n_samples}.")
@@ -403,12 +453,15 @@ class GenerativeMixin:
             indices = indices[codes[indices] == source]
             if indices.size == 0:
                 raise ValueError(f"No given cell is in condition {source_condition!r}.")
+        shifts = self._shifts_for(target, indices, adata) if latent == "shift" else None
         fixed_library = None if library_size == "observed" else library_size
         predictions = []
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         for tensors in loader:
             predictions.append(
-                self._counterfactual_draws(tensors, latent, target, fixed_library, n_samples)
+                self._counterfactual_draws(
+                    tensors, latent, target, fixed_library, n_samples, shifts
+                )
             )
         samples = torch.cat(predictions, dim=1).numpy().astype(np.float32)
         return AnnData(
