@@ -7,6 +7,7 @@ import scvi
 import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import hungarian_mapping
+from scgmdvae.model import _latent_shift as latent_shift
 
 N_MARKERS = 10
 
@@ -124,6 +125,14 @@ def test_counterfactual_for_a_held_out_cluster_condition_pair(held_out_blobs, la
     cells = np.flatnonzero(train.obs["cluster"] == "type_0")
     predicted_lfc = _predicted_log_fold_change(model, cells, latent)
     assert np.corrcoef(predicted_lfc, log_means[0, 1] - log_means[0, 0])[0, 1] >= 0.7
+
+
+def test_shift_needs_a_cluster_seen_in_both_conditions(trained_blobs, monkeypatch):
+    model, _ = trained_blobs
+    monkeypatch.setattr(latent_shift, "MIN_CELLS_PER_CONDITION", 10**9)
+    with pytest.raises(ValueError, match="latent='shift' needs a cluster"):
+        model.predict_condition_response("B", source_condition="A", latent="shift")
+    assert model.predict_condition_response("B", source_condition="B", latent="shift").n_obs
 
 
 def test_counterfactual_source_condition_and_library(trained_blobs):
