@@ -11,6 +11,7 @@ import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import adjusted_rand_index
 from scgmdvae.model._mixture_init import (
+    condition_centred,
     free_component_guide,
     leiden_partition,
     novel_communities,
@@ -231,3 +232,17 @@ def test_leiden_partition_finds_the_asked_number_of_well_separated_groups():
     codes = leiden_partition(latent, 5, seed=0)
     assert adjusted_rand_index(truth, codes) == 1.0
     assert leiden_partition(latent, 3, seed=0).max() + 1 <= 3
+
+
+def test_centring_the_conditions_lets_the_partition_span_them():
+    # Three groups under two conditions, the second condition displaced by a large offset:
+    # the kNN graph of the raw latent cuts along the conditions, the centred one along groups.
+    rng = np.random.default_rng(0)
+    centres = 5 * rng.normal(size=(3, 4))
+    groups = np.tile(np.repeat(np.arange(3), 60), 2)
+    conditions = np.repeat([0, 1], 180)
+    latent = centres[groups] + rng.normal(size=(360, 4)) + 40.0 * conditions[:, None]
+    raw = leiden_partition(latent, 3, seed=0)
+    centred = leiden_partition(condition_centred(latent, conditions), 3, seed=0)
+    assert adjusted_rand_index(conditions, raw) > 0.5
+    assert adjusted_rand_index(groups, centred) == 1.0

@@ -16,6 +16,7 @@ from scvi.model._utils import get_max_epochs_heuristic
 from .._validation import check_no_missing_values
 from ._mixture_init import (
     MixtureInit,
+    condition_centred,
     free_component_guide,
     initial_partition,
     novel_communities,
@@ -272,7 +273,8 @@ class GuidedTrainingMixin:
     def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from the partition of the latent means; its observed codes.
 
-        Without known components (no labels, not a query), the partition itself. Otherwise
+        Without known components (no labels, not a query), the partition itself, of the latent
+        means with each condition centred (:func:`condition_centred`). Otherwise
         the labels, plus free components for the communities of unknown types: in a labelled
         model, communities with too few labelled cells, the other unlabelled cells unobserved
         (code ``n_clusters``); in a query with new components, communities whose cells are
@@ -282,10 +284,13 @@ class GuidedTrainingMixin:
         n_clusters, seed = self.module.n_clusters, settings.seed
         summaries = self._posterior_summaries(self.adata)
         latent = summaries["z"]
-        communities = initial_partition(mixture_init, latent, n_clusters, seed)
         first_free = self._first_free_component()
         if first_free == 0:
+            conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+            centred = condition_centred(latent, np.asarray(conditions).ravel())
+            communities = initial_partition(mixture_init, centred, n_clusters, seed)
             return pd.Categorical(communities), len(np.unique(communities))
+        communities = initial_partition(mixture_init, latent, n_clusters, seed)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         labelled = codes < len(self.label_names)
         if self._maps_query:

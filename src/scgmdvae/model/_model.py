@@ -457,18 +457,19 @@ class CGMDVAE(
             four phases (with labels, pre-training and the free phase are semi-supervised):
 
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
-            2. *initial partition* of the posterior means of ``z``: Leiden communities of their
-               kNN graph at the resolution that gives ``n_clusters`` communities (or the most
-               below it), or k-means with ``n_clusters`` clusters (VaDE's initialisation,
-               :cite:p:`Jiang17`). When the model chooses the number of clusters, this is an
-               over-segmentation into up to 30 communities, which the global Dirichlet then
-               prunes. With labels, the communities with significantly fewer labelled cells
-               than chance allows (a binomial test at family-wise level 0.01) are where the
-               unlabelled types lie: their unlabelled cells go to the free components, the
-               labelled cells keep their labels and the other cells are left unobserved. In a
-               query with new components, the communities whose cells have a median novelty
-               p-value below 0.05 go to the new components and the other cells to their most
-               probable reference component;
+            2. *initial partition* of the posterior means of ``z`` (without labels, with each
+               condition's mean subtracted, so that communities span the conditions as the
+               components do): Leiden communities of their kNN graph at the resolution that gives
+               ``n_clusters`` communities (or the most below it), or k-means with ``n_clusters``
+               clusters (VaDE's initialisation, :cite:p:`Jiang17`). When the model chooses the
+               number of clusters, this is an over-segmentation into up to 30 communities, which
+               the global Dirichlet then prunes. With labels, the communities with significantly
+               fewer labelled cells than chance allows (a binomial test at family-wise level 0.01)
+               are where the unlabelled types lie: their unlabelled cells go to the free
+               components, the labelled cells keep their labels and the other cells are left
+               unobserved. In a query with new components, the communities whose cells have a
+               median novelty p-value below 0.05 go to the new components and the other cells to
+               their most probable reference component;
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
