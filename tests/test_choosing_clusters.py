@@ -73,6 +73,7 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     fixed = CGMDVAE(adata, n_clusters=3).module.settings()
     assert fixed["mixture_weights"] == "dirichlet"
     assert fixed["kl_w_weight"] == 20.0 and fixed["mi_y_c_weight"] == 10.0
+    assert fixed["condition_in_prior"] is False
     chosen = CGMDVAE(adata)
     assert chosen.chooses_n_clusters and chosen.module.n_clusters == 30
     assert chosen.module.mixture_weights == "global_dirichlet"
@@ -82,7 +83,8 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
 
     no_condition = adata.copy()
     CGMDVAE.setup_anndata(no_condition, layer="counts")
-    assert CGMDVAE(no_condition, n_clusters=3).module.mi_y_c_weight == 0.0
+    without = CGMDVAE(no_condition, n_clusters=3).module.settings()
+    assert without["mi_y_c_weight"] == 0.0 and without["condition_in_prior"] is True
 
     labelled = adata.copy()
     CGMDVAE.setup_anndata(

@@ -170,7 +170,7 @@ def test_write_results_records_module_keyword_arguments():
     settings = adata.uns["cgmdvae"]["settings"]
     assert settings["mi_y_c_weight"] == 2.5 and settings["kl_w_weight"] == 20.0
     assert settings["n_clusters"] == 3 and settings["gene_likelihood"] == "nb"
-    assert settings["condition_in_prior"] is True
+    assert settings["condition_in_prior"] is False  # the default without labels
 
 
 @pytest.mark.parametrize("condition_in_prior", [False, True])

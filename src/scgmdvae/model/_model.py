@@ -46,8 +46,8 @@ from ._training import default_kl_warmup_epochs, run_training
 MIN_EPOCHS_MIXTURE_INIT = 3
 """Fewest epochs for ``mixture_init``: one each of pre-training, guided and free training."""
 
-CLUSTERING_DEFAULTS = {"kl_w_weight": 20.0, "mi_y_c_weight": 10.0}
-"""Module settings of a model without labels (``mi_y_c_weight`` only with a condition)."""
+CLUSTERING_DEFAULTS = {"kl_w_weight": 20.0, "mi_y_c_weight": 10.0, "condition_in_prior": False}
+"""Module settings of a model without labels (the last two only with a condition)."""
 
 MAX_CLUSTERS = 30
 """Upper bound on the number of clusters when the model chooses it (``n_clusters=None``)."""
@@ -111,7 +111,8 @@ class CGMDVAE(
         ``classification_ratio``, ``marginal_kl_y_weight``, ``mi_y_c_weight``,
         ``condition_in_prior`` or ``dispersion``. Without labels the defaults are set for
         clustering: ``kl_w_weight=20`` (rigid components) and, with a condition registered,
-        ``mi_y_c_weight=10`` (clusters shared by the conditions); pass them to override.
+        ``mi_y_c_weight=10`` (clusters shared by the conditions) and ``condition_in_prior=False``
+        (one prior of ``z`` per cluster in every condition); pass them to override.
 
     Examples
     --------
@@ -767,10 +768,10 @@ class CGMDVAE(
         return "global_dirichlet" if self.chooses_n_clusters else "dirichlet"
 
     def _clustering_defaults(self) -> dict[str, float]:
-        """:data:`CLUSTERING_DEFAULTS`, without ``mi_y_c_weight`` when there is no condition."""
+        """:data:`CLUSTERING_DEFAULTS`; only ``kl_w_weight`` when there is no condition."""
         defaults = dict(CLUSTERING_DEFAULTS)
         if self.summary_stats.n_batch < 2:
-            defaults.pop("mi_y_c_weight")
+            defaults = {"kl_w_weight": defaults["kl_w_weight"]}
         return defaults
 
     def _settings(self) -> dict[str, int | float | str | bool]:
