@@ -77,6 +77,7 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     chosen = CGMDVAE(adata)
     assert chosen.chooses_n_clusters and chosen.module.n_clusters == 30
     assert chosen.module.mixture_weights == "global_dirichlet"
+    assert chosen.module.condition_in_prior is True
     overridden = CGMDVAE(adata, n_clusters=3, mixture_weights="uniform", kl_w_weight=1.0)
     assert overridden.module.settings()["kl_w_weight"] == 1.0
     assert overridden.module.mixture_weights == "uniform"

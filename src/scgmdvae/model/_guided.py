@@ -273,8 +273,9 @@ class GuidedTrainingMixin:
     def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from the partition of the latent means; its observed codes.
 
-        Without known components (no labels, not a query), the partition itself, of the latent
-        means with each condition centred (:func:`condition_centred`). Otherwise
+        Without known components (no labels, not a query), the partition itself; of the latent
+        means with each condition centred (:func:`condition_centred`) when the prior of ``z``
+        does not read the condition. Otherwise
         the labels, plus free components for the communities of unknown types: in a labelled
         model, communities with too few labelled cells, the other unlabelled cells unobserved
         (code ``n_clusters``); in a query with new components, communities whose cells are
@@ -286,9 +287,10 @@ class GuidedTrainingMixin:
         latent = summaries["z"]
         first_free = self._first_free_component()
         if first_free == 0:
-            conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
-            centred = condition_centred(latent, np.asarray(conditions).ravel())
-            communities = initial_partition(mixture_init, centred, n_clusters, seed)
+            if not self.module.condition_in_prior:
+                conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+                latent = condition_centred(latent, np.asarray(conditions).ravel())
+            communities = initial_partition(mixture_init, latent, n_clusters, seed)
             return pd.Categorical(communities), len(np.unique(communities))
         communities = initial_partition(mixture_init, latent, n_clusters, seed)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()

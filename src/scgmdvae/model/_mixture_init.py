@@ -89,10 +89,12 @@ def initial_partition(
 def condition_centred(latent: np.ndarray, conditions: np.ndarray) -> np.ndarray:
     """``latent`` with each condition's mean subtracted from its cells.
 
-    With the condition in the prior, ``p(z|w,y,c)``, the conditions may sit apart in ``z``, and
-    a kNN graph of ``z`` then cuts the types along the conditions. A partition that seeds the
-    mixture must group each type across the conditions, since one component spans them; the
-    benchmarks page measures the partition with and without the centring.
+    With ``condition_in_prior=False`` the prior of ``z`` is the same in every condition, and
+    training pulls each type to one place whatever its condition; what still separates the
+    conditions after pre-training is an offset that would make a kNN graph of ``z`` cut the
+    types along the conditions. A partition that seeds the mixture must group each type across
+    the conditions, since one component spans them. (With the thesis' prior the conditions may
+    sit apart by design, and centring measured worse there; the benchmarks page.)
     """
     centred = np.array(latent, dtype=np.float64)
     for condition in np.unique(conditions):
