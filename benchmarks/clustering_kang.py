@@ -8,9 +8,9 @@ model.train(max_epochs)`` and ``CGMDVAE(adata); model.train(max_epochs)`` (the m
 number of clusters), beside Leiden on the default model's own latent space and scVI + Leiden at
 the resolution closest to 8 clusters and at scanpy's default resolution 1, and the K = 8 model
 with the thesis' prior, which reads the condition, ``p(z|w,y,c)`` (``condition_in_prior=True``),
-as its ablation. Benchmark ``clustering-weights`` is the ablation of the mixture weights: with K = 8,
-the global Dirichlet and uniform weights in place of the default per-cell Dirichlet; with K
-chosen, uniform weights in place of the default global Dirichlet.
+as its ablation. Benchmark ``clustering-weights`` is the ablation of the mixture weights: with
+K = 8, the global Dirichlet and uniform weights in place of the default per-cell Dirichlet; with
+K chosen, uniform weights in place of the default global Dirichlet.
 
 The other entries are the history that led to those defaults. Their c*GMΔVÆ rows name every
 setting that differs from the ELBO's (``kl_w_weight=1``, per-cell Dirichlet weights, no
