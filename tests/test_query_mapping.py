@@ -274,7 +274,8 @@ def test_freeze_flags_choose_trainable_parameters(flags, added):
     adata = _blobs(n_conditions=3, n_cells_per_group=20)
     reference_adata = adata[adata.obs["condition"] != "C"].copy()
     scgmdvae.CGMDVAE.setup_anndata(reference_adata, layer="counts", condition_key="condition")
-    reference = scgmdvae.CGMDVAE(reference_adata, n_clusters=4)
+    # The thesis' prior reads the condition, so that surgery gives it columns to train.
+    reference = scgmdvae.CGMDVAE(reference_adata, n_clusters=4, condition_in_prior=True)
     query = adata[adata.obs["condition"] == "C"].copy()
     query_model = scgmdvae.CGMDVAE.load_query_data(query, reference, **flags)
     trainable = {name for name, p in query_model.module.named_parameters() if p.requires_grad}
