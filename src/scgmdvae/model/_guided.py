@@ -14,6 +14,7 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
 
 from .._validation import check_no_missing_values
+from ._component_merging import combined_components
 from ._mixture_init import (
     MixtureInit,
     condition_centred,
@@ -231,18 +232,9 @@ class GuidedTrainingMixin:
         :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels, plus free
         components for the communities that have too few labelled cells.
         """
-        if n_epochs_pretrain is None:
-            n_epochs_pretrain = max(1, max_epochs // 3)
-        if n_epochs_guided is None:
-            remaining = max_epochs - n_epochs_pretrain
-            n_epochs_guided = remaining if self._maps_query else max(1, remaining // 2)
-        if min(n_epochs_pretrain, n_epochs_guided) < 1 or (
-            n_epochs_pretrain + n_epochs_guided > max_epochs
-        ):
-            raise ValueError(
-                f"n_epochs_pretrain={n_epochs_pretrain} and n_epochs_guided={n_epochs_guided} "
-                f"must each be at least 1 and add up to at most max_epochs={max_epochs}."
-            )
+        n_epochs_pretrain, rounds = self._mixture_init_schedule(
+            max_epochs, n_epochs_pretrain, n_epochs_guided
+        )
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = n_epochs_pretrain
         run_training(
@@ -259,16 +251,65 @@ class GuidedTrainingMixin:
             mixture_init,
             np.bincount(guide.codes),
         )
-        self._train_on_guide(
-            INIT_GUIDE_KEY,
-            guide,
-            max_epochs=max_epochs - n_epochs_pretrain,
-            n_epochs_guided=n_epochs_guided,
-            n_epochs_kl_warmup=0,
-            guide_weight=None,
-            n_observed=n_observed,
-            **train_kwargs,
-        )
+        for round_index, (n_epochs_round, n_epochs_round_guided) in enumerate(rounds):
+            if round_index > 0:
+                guide, n_observed = self._combined_guide()
+            self._train_on_guide(
+                INIT_GUIDE_KEY,
+                guide,
+                max_epochs=n_epochs_round,
+                n_epochs_guided=n_epochs_round_guided,
+                n_epochs_kl_warmup=0,
+                guide_weight=None,
+                n_observed=n_observed,
+                **train_kwargs,
+            )
+
+    def _mixture_init_schedule(
+        self: CGMDVAE, max_epochs: int, n_epochs_pretrain: int | None, n_epochs_guided: int | None
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Pre-training epochs, and the (epochs, guided epochs) of each round after it.
+
+        One round of guided and free training; two when the model chooses the number of
+        clusters, the second guided by the components of the first combined
+        (:meth:`_combined_guide`). The epochs after pre-training are shared evenly by the rounds.
+        """
+        if n_epochs_pretrain is None:
+            n_epochs_pretrain = max(1, max_epochs // 3)
+        n_rounds = 2 if self.chooses_n_clusters and not self._maps_query else 1
+        remaining = max_epochs - n_epochs_pretrain
+        lengths = [remaining // n_rounds] * (n_rounds - 1)
+        lengths.append(remaining - sum(lengths))
+        if n_epochs_guided is None:
+            guided = [length if self._maps_query else max(1, length // 2) for length in lengths]
+        else:
+            guided = [n_epochs_guided] * n_rounds
+        if min(n_epochs_pretrain, *guided) < 1 or any(
+            g > length for g, length in zip(guided, lengths, strict=True)
+        ):
+            raise ValueError(
+                f"n_epochs_pretrain={n_epochs_pretrain} and n_epochs_guided={n_epochs_guided} "
+                f"must each be at least 1, and n_epochs_pretrain plus {n_rounds} time(s) "
+                f"n_epochs_guided must add up to at most max_epochs={max_epochs}."
+            )
+        return n_epochs_pretrain, list(zip(lengths, guided, strict=True))
+
+    def _combined_guide(self: CGMDVAE) -> tuple[pd.Categorical, int]:
+        """Each cell's most probable component, its group's largest, as a guide; its size.
+
+        The components are grouped by :func:`combined_components`, from the assignment
+        probabilities of the components in use.
+        """
+        probs = self.get_cluster_probabilities().to_numpy()
+        component = probs.argmax(1)
+        used = np.unique(component)
+        group = combined_components(probs[:, used] / probs[:, used].sum(1, keepdims=True))
+        sizes = np.bincount(component, minlength=self.module.n_clusters)[used]
+        largest = {g: used[group == g][sizes[group == g].argmax()] for g in np.unique(group)}
+        guide = np.array([largest[g] for g in group])[np.searchsorted(used, component)]
+        n_clusters = self.module.n_clusters
+        logger.info("Combined %d components in use into %d clusters.", len(used), len(largest))
+        return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
 
     def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from the partition of the latent means; its observed codes.

@@ -1,0 +1,84 @@
+"""Combining mixture components that the cells cannot tell apart into one cluster.
+
+A mixture fitted to cell types that are not Gaussian spends several components on one type,
+so the number of components that the likelihood (or a Dirichlet on the weights) supports
+over-estimates the number of clusters; Baudry et al. (2010) combine such components by the
+entropy of the cells' assignments. Two pieces of one type share a border that their cells
+straddle, so the cells are unsure which of the two they belong to; two types are apart, so
+their cells are sure. Here the components are combined one pair at a time, always the pair
+whose cells are least sure between the two (the highest mean entropy of the split between
+them, per cell of the pair), for as long as that entropy is at least
+:data:`MIN_PAIR_ENTROPY`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_PAIR_ENTROPY = 0.1
+"""Mean entropy (nats per cell) of the split between two components, above which they are one
+cluster: the entropy of a 98 : 2 split is 0.098, of an even split log 2 = 0.69."""
+
+
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    """``−Σ_cells p log p`` of each column of ``probs`` (``0 log 0 = 0``)."""
+    logs = np.log(np.clip(probs, np.finfo(np.float64).tiny, None))
+    return -(probs * logs).sum(0)
+
+
+def pair_entropies(probs: np.ndarray) -> np.ndarray:
+    """Mean entropy of the split between each pair of components, per cell of the pair.
+
+    For components ``k`` and ``l`` with probabilities ``p_k``, ``p_l``: the entropy that
+    combining them removes, ``Σ_cells (p_k + p_l) h(p_k / (p_k + p_l))`` with ``h`` the binary
+    entropy, divided by the pair's share of cells ``Σ_cells (p_k + p_l)``.
+
+    Parameters
+    ----------
+    probs
+        Cells × components assignment probabilities (rows sum to 1).
+
+    Returns
+    -------
+    Symmetric components × components matrix, ``-inf`` on the diagonal.
+    """
+    singles = _entropy(probs)
+    sizes = probs.sum(0)
+    n_components = probs.shape[1]
+    entropies = np.full((n_components, n_components), -np.inf)
+    for first in range(n_components - 1):
+        unions = probs[:, [first]] + probs[:, first + 1 :]
+        removed = singles[first] + singles[first + 1 :] - _entropy(unions)
+        shares = np.clip(sizes[first] + sizes[first + 1 :], np.finfo(np.float64).tiny, None)
+        entropies[first, first + 1 :] = entropies[first + 1 :, first] = removed / shares
+    return entropies
+
+
+def combined_components(probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY) -> np.ndarray:
+    """Group the components whose cells cannot tell them apart.
+
+    Parameters
+    ----------
+    probs
+        Cells × components assignment probabilities (rows sum to 1).
+    min_entropy
+        Pairs are combined, the highest first, while the mean entropy of their split
+        (:func:`pair_entropies`) is at least this.
+
+    Returns
+    -------
+    Group ``0 … g−1`` of each component, in the order of each group's first component.
+    """
+    probs = np.array(probs, dtype=np.float64)
+    group = np.arange(probs.shape[1])
+    while probs.shape[1] > 1:
+        entropies = pair_entropies(probs)
+        first, second = np.unravel_index(entropies.argmax(), entropies.shape)
+        if entropies[first, second] < min_entropy:
+            break
+        first, second = min(first, second), max(first, second)
+        probs[:, first] += probs[:, second]
+        probs = np.delete(probs, second, axis=1)
+        group = np.where(group == second, first, group)
+        group = np.where(group > second, group - 1, group)
+    return group
