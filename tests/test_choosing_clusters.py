@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import scvi
@@ -167,3 +168,31 @@ def test_auto_initialisation_only_for_a_new_unsupervised_model():
     assert "train_classification_loss" not in query_model.history
     with pytest.raises(ValueError, match="already trained"):
         model.train(max_epochs=3, mixture_init="leiden")
+
+
+def test_combined_guide_sends_each_cell_to_its_groups_largest_component(monkeypatch):
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata)
+    # Components 3 and 7 are two pieces of one cloud (7 the larger); 5 and 12 are clouds of
+    # their own, far away; the other components are empty.
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(0, 1, (90, 10))
+    component = np.where(cloud[:, 0] > -0.4, 7, 3)
+    latent = np.vstack([cloud, rng.normal(15, 1, (40, 10)), rng.normal(-15, 1, (40, 10))])
+    component = np.concatenate([component, [5] * 40, [12] * 40])
+    probs = np.eye(model.module.n_clusters)[component]
+    monkeypatch.setattr(model, "get_cluster_probabilities", lambda: pd.DataFrame(probs))
+    monkeypatch.setattr(model, "get_latent_representation", lambda: latent)
+    guide, n_observed = model._combined_guide()
+    np.testing.assert_array_equal(guide.codes, np.where(component == 3, 7, component))
+    assert n_observed == model.module.n_clusters == len(guide.categories)
+
+
+def test_choosing_k_checks_both_rounds_of_epochs_before_training():
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata)
+    with pytest.raises(ValueError, match="2 time"):
+        model.train(max_epochs=10, n_epochs_pretrain=4, n_epochs_guided=4)
+    assert not model.is_trained_

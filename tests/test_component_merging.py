@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from scipy.stats import multivariate_normal
 
 from scgmdvae.model._component_merging import (
     MIN_PAIR_ENTROPY,
     combined_components,
+    component_probabilities,
     pair_entropies,
 )
 
@@ -32,14 +34,14 @@ def test_pair_entropy_matches_its_definition_on_random_probabilities():
 
 
 def test_components_the_cells_cannot_tell_apart_are_combined():
-    # Components 0 and 2 split one type; 1 and 3 are types of their own; 4 overlaps 3 a little.
+    # Components 0 and 2 split one type; 1 and 3 are types of their own; 4 touches 3.
     probs = _probs(
         [
             [0.6, 0.0, 0.4, 0.0, 0.0],
             [0.3, 0.0, 0.7, 0.0, 0.0],
             [0.0, 1.0, 0.0, 0.0, 0.0],
-            [0.0, 0.0, 0.0, 0.99, 0.01],
-            [0.0, 0.0, 0.0, 0.01, 0.99],
+            [0.0, 0.0, 0.0, 0.999, 0.001],
+            [0.0, 0.0, 0.0, 0.001, 0.999],
         ]
     )
     np.testing.assert_array_equal(combined_components(probs), [0, 1, 0, 2, 3])
@@ -51,4 +53,29 @@ def test_combining_continues_while_the_pair_entropy_is_high_enough():
     np.testing.assert_array_equal(combined_components(probs), [0, 0, 0])
     separated = np.eye(3).repeat(10, axis=0)
     np.testing.assert_array_equal(combined_components(separated), [0, 1, 2])
-    assert pair_entropies(_probs([[0.98, 0.02], [0.02, 0.98]])).max() < MIN_PAIR_ENTROPY
+    assert pair_entropies(_probs([[0.998, 0.002], [0.002, 0.998]])).max() < MIN_PAIR_ENTROPY
+
+
+def test_component_probabilities_are_the_posterior_of_the_components_gaussians():
+    rng = np.random.default_rng(0)
+    latent = np.vstack([rng.normal(0, 1, (60, 2)), rng.normal((3, 0), (1, 2), (40, 2))])
+    components = np.repeat([0, 1], [60, 40])
+    densities = np.column_stack(
+        [
+            share * multivariate_normal(cells.mean(0), np.cov(cells.T)).pdf(latent)
+            for share, cells in ((0.6, latent[:60]), (0.4, latent[60:]))
+        ]
+    )
+    expected = densities / densities.sum(1, keepdims=True)
+    np.testing.assert_allclose(component_probabilities(latent, components), expected, rtol=1e-4)
+
+
+def test_pieces_of_one_cloud_are_combined_and_separate_clouds_are_not():
+    rng = np.random.default_rng(0)
+    one_cloud = rng.normal(0, 1, (300, 5))
+    pieces = (one_cloud[:, 0] > 0).astype(int)  # one Gaussian cut in two halves
+    apart = [rng.normal(mean, 1, (100, 5)) for mean in (12.0, -12.0)]
+    latent = np.vstack([one_cloud, *apart])
+    components = np.concatenate([pieces, [2] * 100, [3] * 100])
+    groups = combined_components(component_probabilities(latent, components))
+    np.testing.assert_array_equal(groups, [0, 0, 1, 2])

@@ -14,7 +14,7 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
 
 from .._validation import check_no_missing_values
-from ._component_merging import combined_components
+from ._component_merging import combined_components, component_probabilities
 from ._mixture_init import (
     MixtureInit,
     condition_centred,
@@ -297,19 +297,21 @@ class GuidedTrainingMixin:
     def _combined_guide(self: CGMDVAE) -> tuple[pd.Categorical, int]:
         """Each cell's most probable component, its group's largest, as a guide; its size.
 
-        The components are grouped by :func:`combined_components`, from the assignment
-        probabilities of the components in use.
+        The components in use are grouped by :func:`combined_components`, from the
+        probabilities of the Gaussian mixture that their cells span in the latent means
+        (:func:`component_probabilities`).
         """
-        probs = self.get_cluster_probabilities().to_numpy()
-        component = probs.argmax(1)
-        used = np.unique(component)
-        group = combined_components(probs[:, used] / probs[:, used].sum(1, keepdims=True))
-        sizes = np.bincount(component, minlength=self.module.n_clusters)[used]
-        largest = {g: used[group == g][sizes[group == g].argmax()] for g in np.unique(group)}
-        guide = np.array([largest[g] for g in group])[np.searchsorted(used, component)]
-        n_clusters = self.module.n_clusters
+        component = self.get_cluster_probabilities().to_numpy().argmax(1)
+        used, codes = np.unique(component, return_inverse=True)
+        probs = component_probabilities(self.get_latent_representation(), codes)
+        group = combined_components(probs)
+        sizes = np.bincount(codes)
+        largest = np.array(
+            [used[group == g][sizes[group == g].argmax()] for g in range(group.max() + 1)]
+        )
         logger.info("Combined %d components in use into %d clusters.", len(used), len(largest))
-        return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
+        n_clusters = self.module.n_clusters
+        return pd.Categorical(largest[group[codes]], categories=range(n_clusters)), n_clusters
 
     def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from the partition of the latent means; its observed codes.

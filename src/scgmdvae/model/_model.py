@@ -82,9 +82,10 @@ class CGMDVAE(
     n_clusters
         Number of mixture components ``K``. Defaults to the number of known labels when labels
         are registered. More clusters than labels are allowed: the extra ones are free. Without
-        labels, ``None`` lets the model choose: it starts from 30 components (an upper bound)
-        and a global Dirichlet on the mixture weights switches off those the data do not need
-        (:attr:`chooses_n_clusters`).
+        labels, ``None`` lets the model choose: it starts from 30 components (an upper bound),
+        a global Dirichlet on the mixture weights switches off those the data do not need, and
+        components whose cells cannot tell them apart are combined (:attr:`chooses_n_clusters`,
+        :meth:`train`).
     n_latent
         Dimension of the latent space ``z``.
     n_latent_w
@@ -478,13 +479,22 @@ class CGMDVAE(
                ``q(y|z,c)`` start from it;
             4. *free phase* (the remaining epochs): unsupervised training from there, in which
                cells may move between components.
+
+            When the model chooses the number of clusters, the epochs after pre-training are
+            two rounds of phases 3 and 4, each of half of them. Between the rounds the
+            components in use are combined, one pair at a time, the pair whose cells are least
+            sure between its two components first, while the mean entropy of that split per
+            cell of the pair is at least 0.1 nats (Baudry et al.'s entropy criterion of
+            combining components, per cell; user guide). The second round is guided by the
+            combined clusters: each cell to the largest component of its group; the others lose
+            their cells and are switched off.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
-            Epochs of the guided phase with ``mixture_init``; defaults to half of the epochs
-            left after pre-training (all of them for a query with new components, see
-            :meth:`load_query_data`). ``n_epochs_pretrain + n_epochs_guided`` may not exceed
-            ``max_epochs``.
+            Epochs of each guided phase with ``mixture_init``; defaults to half of the epochs
+            of its round (all of them for a query with new components, see
+            :meth:`load_query_data`). ``n_epochs_pretrain`` plus ``n_epochs_guided`` per round
+            may not exceed ``max_epochs``.
         lr
             Learning rate of Adam.
         batch_size
