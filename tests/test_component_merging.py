@@ -79,3 +79,15 @@ def test_pieces_of_one_cloud_are_combined_and_separate_clouds_are_not():
     components = np.concatenate([pieces, [2] * 100, [3] * 100])
     groups = combined_components(component_probabilities(latent, components))
     np.testing.assert_array_equal(groups, [0, 0, 1, 2])
+
+
+def test_small_components_take_the_pooled_shape_and_stay_in_their_cloud():
+    # Components of 6 cells in 10 dimensions: too few for a covariance of their own.
+    rng = np.random.default_rng(0)
+    clouds = np.repeat([0, 1, 2], 60)
+    latent = 20.0 * np.eye(10)[clouds] + rng.normal(0, 1, (180, 10))
+    components = np.arange(180) // 6
+    groups = combined_components(component_probabilities(latent, components))
+    cloud_of_component = clouds[::6]
+    for group in np.unique(groups):
+        assert len(np.unique(cloud_of_component[groups == group])) == 1

@@ -39,8 +39,9 @@ def component_probabilities(latent: np.ndarray, components: np.ndarray) -> np.nd
     """Posterior probabilities of the Gaussian mixture spanned by each component's cells.
 
     Component ``k`` is the Gaussian of the mean and covariance of its cells' ``latent``, with
-    weight its share of the cells; a component with no more cells than latent dimensions takes
-    the covariance of all cells.
+    weight its share of the cells. A component with no more cells than latent dimensions, whose
+    covariance cannot be estimated, takes the pooled covariance of all components around their
+    means (the typical shape of a component).
 
     Parameters
     ----------
@@ -54,16 +55,19 @@ def component_probabilities(latent: np.ndarray, components: np.ndarray) -> np.nd
     Cells × components probabilities (rows sum to 1).
     """
     latent = np.asarray(latent, dtype=np.float64)
+    components = np.asarray(components, dtype=np.int64)
     n_cells, n_dims = latent.shape
+    n_components = components.max() + 1
+    means = np.stack([latent[components == k].mean(0) for k in range(n_components)])
     ridge = COVARIANCE_RIDGE * np.eye(n_dims)
-    overall = np.cov(latent, rowvar=False) + ridge
-    log_probs = []
-    for component in range(components.max() + 1):
-        cells = latent[components == component]
-        covariance = np.cov(cells, rowvar=False) + ridge if len(cells) > n_dims else overall
-        gaussian = multivariate_normal(cells.mean(0), covariance, allow_singular=True)
-        log_probs.append(np.log(len(cells) / n_cells) + gaussian.logpdf(latent))
-    log_probs = np.column_stack(log_probs)
+    residuals = latent - means[components]
+    pooled = residuals.T @ residuals / max(n_cells - n_components, 1) + ridge
+    log_probs = np.empty((n_cells, n_components))
+    for k in range(n_components):
+        cells = latent[components == k]
+        covariance = np.cov(cells, rowvar=False) + ridge if len(cells) > n_dims else pooled
+        gaussian = multivariate_normal(means[k], covariance, allow_singular=True)
+        log_probs[:, k] = np.log(len(cells) / n_cells) + gaussian.logpdf(latent)
     return np.exp(log_probs - logsumexp(log_probs, axis=1, keepdims=True))
 
 
