@@ -482,12 +482,13 @@ class CGMDVAE(
 
             When the model chooses the number of clusters, the epochs after pre-training are
             two rounds of phases 3 and 4, each of half of them. Between the rounds the
-            components in use are combined, one pair at a time, the pair whose cells are least
-            sure between its two components first, while the mean entropy of that split per
-            cell of the pair is at least 0.1 nats (Baudry et al.'s entropy criterion of
-            combining components, per cell; user guide). The second round is guided by the
-            combined clusters: each cell to the largest component of its group; the others lose
-            their cells and are switched off.
+            components in use are combined where their cells overlap in the latent space: one
+            pair at a time, the pair whose cells are least sure between the Gaussians that the
+            two components' cells span first, while the mean entropy of that split per cell of
+            the pair is at least 0.025 nats (Baudry et al.'s entropy criterion of combining
+            components, per cell; user guide). The second round is guided by the combined
+            clusters: each cell to the largest component of its group; the others lose their
+            cells and are switched off.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
