@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import scanpy as sc
 import scvi
@@ -182,8 +181,9 @@ def test_combined_guide_sends_each_cell_to_its_groups_largest_component(monkeypa
     latent = np.vstack([cloud, rng.normal(15, 1, (40, 10)), rng.normal(-15, 1, (40, 10))])
     component = np.concatenate([component, [5] * 40, [12] * 40])
     probs = np.eye(model.module.n_clusters)[component]
-    monkeypatch.setattr(model, "get_cluster_probabilities", lambda: pd.DataFrame(probs))
-    monkeypatch.setattr(model, "get_latent_representation", lambda: latent)
+    monkeypatch.setattr(
+        model, "_posterior_summaries", lambda adata: {"cluster_probs": probs, "z": latent}
+    )
     guide, n_observed = model._combined_guide()
     np.testing.assert_array_equal(guide.codes, np.where(component == 3, 7, component))
     assert n_observed == model.module.n_clusters == len(guide.categories)

@@ -301,9 +301,9 @@ class GuidedTrainingMixin:
         probabilities of the Gaussian mixture that their cells span in the latent means
         (:func:`component_probabilities`).
         """
-        component = self.get_cluster_probabilities().to_numpy().argmax(1)
-        used, codes = np.unique(component, return_inverse=True)
-        probs = component_probabilities(self.get_latent_representation(), codes)
+        summaries = self._posterior_summaries(self.adata)
+        used, codes = np.unique(summaries["cluster_probs"].argmax(1), return_inverse=True)
+        probs = component_probabilities(summaries["z"], codes)
         group = combined_components(probs)
         sizes = np.bincount(codes)
         largest = np.array(
