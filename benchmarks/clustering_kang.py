@@ -248,12 +248,15 @@ CONDITION_INDEPENDENT_METHODS = (
     partial(run_rigid_uniform, mixture_init="kmeans", mi_y_c_weight=MI_Y_C_WEIGHT),
     run_scvi,
 )
+run_scvi_both_resolutions = partial(run_scvi, default_resolution=True)
 DEFAULTS_METHODS = (
     run_defaults,
     run_defaults_chosen_k,
     partial(run_defaults, condition_in_prior=True),
-    partial(run_scvi, default_resolution=True),
+    run_scvi_both_resolutions,
 )
+LONG_DEFAULTS_METHODS = (run_defaults, run_defaults_chosen_k, run_scvi_both_resolutions)
+LONG_EPOCHS = 100
 WEIGHTS_METHODS = (
     partial(run_defaults, mixture_weights="uniform"),
     partial(run_defaults, mixture_weights="global_dirichlet"),

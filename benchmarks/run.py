@@ -5,7 +5,8 @@ Usage, from the repository root::
     python -m benchmarks.run BENCHMARK [--seeds 0 1 2] [--epochs N] [--jobs N]
         [--out benchmarks/results]
 
-with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-weights, clustering-mi,
+with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-defaults-long (the
+defaults and scVI at 100 epochs), clustering-weights, clustering-mi,
 clustering-leiden-init, speed, mnist, mnist-defaults, mnist-weights, ablation-kang,
 ablation-mnist or all.
 
@@ -41,11 +42,13 @@ from benchmarks import clustering_kang, guided_ablation, mnist, speed  # noqa: E
 from benchmarks._common import DEFAULT_OUT, Benchmark, write_json  # noqa: E402
 
 
-def kang_clustering(suffix: str, methods: tuple) -> Benchmark:
+def kang_clustering(
+    suffix: str, methods: tuple, epochs: int = clustering_kang.DEFAULT_EPOCHS
+) -> Benchmark:
     """The Kang clustering benchmark ``clustering_kang_<suffix>``, running ``methods`` per seed."""
     return Benchmark(
         f"clustering_kang_{suffix}",
-        clustering_kang.DEFAULT_EPOCHS,
+        epochs,
         clustering_kang.FIGURE_METRICS,
         partial(clustering_kang.run, methods=methods),
     )
@@ -55,6 +58,9 @@ BENCHMARKS = {
     "clustering": clustering_kang,
     "clustering-mi": kang_clustering("mi_y_c", clustering_kang.CONDITION_INDEPENDENT_METHODS),
     "clustering-defaults": kang_clustering("defaults", clustering_kang.DEFAULTS_METHODS),
+    "clustering-defaults-long": kang_clustering(
+        "defaults_long", clustering_kang.LONG_DEFAULTS_METHODS, clustering_kang.LONG_EPOCHS
+    ),
     "clustering-weights": kang_clustering("weights", clustering_kang.WEIGHTS_METHODS),
     "clustering-leiden-init": kang_clustering("leiden_init", clustering_kang.LEIDEN_INIT_METHODS),
     "speed": speed,
@@ -71,7 +77,20 @@ BENCHMARKS = {
     "ablation-kang": guided_ablation.KANG,
     "ablation-mnist": guided_ablation.MNIST,
 }
-PACKAGES = ("scgmdvae", "scvi-tools", "torch", "lightning", "scanpy", "anndata", "leidenalg")
+PACKAGES = (
+    "scgmdvae",
+    "scvi-tools",
+    "torch",
+    "lightning",
+    "scanpy",
+    "anndata",
+    "leidenalg",
+    "igraph",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pynndescent",
+)
 
 
 def machine() -> dict:
