@@ -259,7 +259,7 @@ LONG_DEFAULTS_METHODS = (run_defaults, run_defaults_chosen_k, run_scvi_both_reso
 LONG_EPOCHS = 100
 WEIGHTS_METHODS = (
     partial(run_defaults, mixture_weights="uniform"),
-    partial(run_defaults, mixture_weights="global_dirichlet"),
+    partial(run_defaults, mixture_weights="dirichlet"),
     partial(run_defaults, n_clusters=None, mixture_weights="uniform"),
 )
 LEIDEN_INIT_METHODS = (

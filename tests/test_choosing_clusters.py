@@ -71,7 +71,7 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     fixed = CGMDVAE(adata, n_clusters=3).module.settings()
-    assert fixed["mixture_weights"] == "dirichlet"
+    assert fixed["mixture_weights"] == "global_dirichlet"
     assert fixed["kl_w_weight"] == 20.0 and fixed["mi_y_c_weight"] == 10.0
     assert fixed["condition_in_prior"] is False
     chosen = CGMDVAE(adata)

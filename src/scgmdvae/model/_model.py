@@ -103,7 +103,7 @@ class CGMDVAE(
         ``"global_dirichlet"`` (one Dirichlet-distributed weight vector for the whole data set,
         which can switch components off), ``"dirichlet"`` (the thesis' per-cell weights with an
         amortised posterior) or ``"uniform"`` (fixed ``1/K``, the plain GMVAE). Defaults to
-        ``"global_dirichlet"`` when the model chooses ``K`` and ``"dirichlet"`` otherwise.
+        ``"global_dirichlet"`` without labels and ``"dirichlet"`` with labels.
     gene_likelihood
         ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"normal"`` for
         log-normalised or other continuous data; ``"bernoulli"`` for data in ``[0, 1]``.
@@ -773,12 +773,14 @@ class CGMDVAE(
         return pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names)
 
     def _default_mixture_weights(self) -> MixtureWeights:
-        """Global Dirichlet when the model chooses ``K``; otherwise the thesis' per-cell one.
+        """Global Dirichlet without labels; with labels, the thesis' per-cell one.
 
-        Over six seeds on Kang et al. (2018) with K = 8, the per-cell Dirichlet gave better
-        clusters than uniform weights and the global Dirichlet (benchmarks page).
+        Without labels the weights are the proportions of the clusters in the data set: over six
+        seeds on Kang et al. (2018) with K = 8, the global Dirichlet gave better clusters than
+        the per-cell Dirichlet and uniform weights, and when the model chooses ``K`` it is what
+        switches components off (benchmarks page).
         """
-        return "global_dirichlet" if self.chooses_n_clusters else "dirichlet"
+        return "dirichlet" if self.label_names else "global_dirichlet"
 
     def _clustering_defaults(self) -> dict[str, float]:
         """:data:`CLUSTERING_DEFAULTS` that apply to this model.
