@@ -255,7 +255,7 @@ DEFAULTS_METHODS = (
     partial(run_defaults, condition_in_prior=True),
     run_scvi_both_resolutions,
 )
-LONG_DEFAULTS_METHODS = (run_defaults, run_defaults_chosen_k, run_scvi_both_resolutions)
+LONG_DEFAULTS_METHODS = (run_defaults, run_scvi_both_resolutions)
 LONG_EPOCHS = 100
 WEIGHTS_METHODS = (
     partial(run_defaults, mixture_weights="uniform"),

@@ -6,7 +6,7 @@ Usage, from the repository root::
         [--out benchmarks/results]
 
 with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-defaults-long (the
-defaults and scVI at 100 epochs), clustering-weights, clustering-mi,
+defaults at K = 8 and scVI at 100 epochs), clustering-weights, clustering-mi,
 clustering-leiden-init, speed, mnist, mnist-defaults, mnist-weights, ablation-kang,
 ablation-mnist or all.
 
