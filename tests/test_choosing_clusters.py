@@ -67,6 +67,40 @@ def test_global_weights_move_in_training_steps_only():
     torch.testing.assert_close(module.weight_proportions.sum(), torch.tensor(1.0))
 
 
+def test_switched_off_components_stay_empty_and_follow_the_module_state():
+    module = _module(n_clusters=5, n_cells=16)
+    module.keep_components([0, 2, 3])
+    module.train()
+    proportions = module.weight_proportions.clone()
+    inference, _, losses = module(_minibatch())
+    probs = torch.softmax(inference["qy_logits"], -1)
+    assert (probs[:, [1, 4]] == 0).all() and (probs[:, [0, 2, 3]] > 0).all()
+    losses.loss.backward()
+    assert torch.isfinite(losses.loss)
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+    assert (module.weight_proportions[[1, 4]] < proportions[[1, 4]]).all()
+
+    module.permute_components([4, 3, 2, 1, 0])
+    expected = torch.tensor([False, True, True, False, True])
+    torch.testing.assert_close(module.component_in_use, expected)
+    reloaded = _module(n_clusters=5, n_cells=16)
+    reloaded.load_state_dict(module.state_dict())
+    torch.testing.assert_close(reloaded.component_in_use, expected)
+    saved_before_the_mask = dict(module.state_dict())
+    del saved_before_the_mask["component_in_use"]
+    from_an_old_save = _module(n_clusters=5, n_cells=16)
+    from_an_old_save.load_state_dict(saved_before_the_mask)
+    assert from_an_old_save.component_in_use.all()
+    extended, _ = _module(n_clusters=7).with_new_components(module.state_dict())
+    torch.testing.assert_close(
+        extended["component_in_use"], torch.cat([expected, torch.tensor([True, True])])
+    )
+    with pytest.raises(ValueError, match="at least one component"):
+        module.keep_components([])
+    with pytest.raises(ValueError, match="between 0 and 4"):
+        module.keep_components([5])
+
+
 def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
@@ -111,6 +145,8 @@ def test_defaults_recover_blob_clusters(n_clusters):
     assert 4 <= used <= 5
     sizes = adata.uns["cgmdvae"]["cluster_sizes"]
     assert sizes.sum() == adata.n_obs and (sizes > 0).sum() == used
+    open_components = (adata.obsm["cgmdvae_cluster_probs"] > 0).any(0).sum()
+    assert open_components <= (6 if n_clusters is None else 4)
 
 
 def test_write_results_writes_only_clusters_in_use_for_scanpy(trained_blobs):
@@ -144,9 +180,14 @@ def test_a_model_that_chose_k_reloads_on_few_cells_with_identical_outputs(tmp_pa
     torch.testing.assert_close(
         reloaded.module.weight_proportions, model.module.weight_proportions.cpu()
     )
+    probs = model.get_cluster_probabilities(few).to_numpy()
     np.testing.assert_allclose(
-        reloaded.get_cluster_probabilities(few), model.get_cluster_probabilities(few), rtol=1e-5
+        reloaded.get_cluster_probabilities(few).to_numpy(), probs, rtol=1e-5
     )
+    switched_off = (probs == 0).all(0)
+    assert 0 < switched_off.sum() < 30
+    labelled = CGMDVAE.from_unsupervised(model, "cluster", adata=adata.copy(), n_clusters=30)
+    assert labelled.module.component_in_use.all()
 
 
 def test_auto_initialisation_only_for_a_new_unsupervised_model():

@@ -254,6 +254,7 @@ class GuidedTrainingMixin:
         for round_index, (n_epochs_round, n_epochs_round_guided) in enumerate(rounds):
             if round_index > 0:
                 guide, n_observed = self._combined_guide()
+                self.module.keep_components(np.unique(guide.codes))
             self._train_on_guide(
                 INIT_GUIDE_KEY,
                 guide,
@@ -272,7 +273,9 @@ class GuidedTrainingMixin:
 
         One round of guided and free training; two when the model chooses the number of
         clusters, the second guided by the components of the first combined
-        (:meth:`_combined_guide`). The epochs after pre-training are shared evenly by the rounds.
+        (:meth:`_combined_guide`), with the components no cell is guided to switched off
+        (:meth:`~scgmdvae.module.CGMDVAEModule.keep_components`). The epochs after
+        pre-training are shared evenly by the rounds.
         """
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)

@@ -206,6 +206,8 @@ class LabelTransferMixin:
         new_model.module.load_state_dict(state, strict=False)
         if order is not None:
             new_model.module.permute_components(order)
+            # Labels and free components may take components the old model switched off.
+            new_model.module.keep_components(range(n_clusters))
         logger.info(
             "Copied %d of %d tensors; not copied: %s",
             len(state),

@@ -487,8 +487,9 @@ class CGMDVAE(
             two components' cells span first, while the mean entropy of that split per cell of
             the pair is at least 0.025 nats (Baudry et al.'s entropy criterion of combining
             components, per cell; user guide). The second round is guided by the combined
-            clusters: each cell to the largest component of its group; the others lose their
-            cells and are switched off.
+            clusters: each cell to the largest component of its group; every other component
+            is switched off for good (``q(y=k|z,c) = 0``), so that the second free phase can
+            empty components but not open new ones.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided

@@ -23,6 +23,7 @@ COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 GeneLikelihood = Literal["nb", "zinb", "poisson", "normal", "bernoulli"]
 MixtureWeights = Literal["global_dirichlet", "dirichlet", "uniform"]
 COMPONENT_AXES = {
+    "component_in_use": 1,
     "prior_concentration": 1,
     "weight_proportions": 1,
     "cluster_head.readouts.0.": 1,
@@ -31,6 +32,10 @@ COMPONENT_AXES = {
 }
 """Tensors indexed by mixture component, by name prefix, with the number of ``K``-blocks of their
 first axis (the prior network's read-out holds means and log-variances: ``2 × K × n_latent``)."""
+
+SWITCHED_OFF_LOGIT = -1e4
+"""Logit of ``q(y|z,c)`` for a switched-off component: its probability is exactly ``0`` in
+float32 and bfloat16, while ``log q`` stays finite (see :func:`~._elbo_terms.kl_y`)."""
 
 
 def raise_if_non_finite(terms: dict[str, torch.Tensor]) -> None:
@@ -215,6 +220,7 @@ class CGMDVAEModule(BaseModuleClass):
         self.register_buffer("n_cells", torch.tensor(float(n_cells)))
         self.register_buffer("prior_concentration", torch.full((n_clusters,), dirichlet_alpha))
         self.register_buffer("weight_proportions", torch.full((n_clusters,), 1.0 / n_clusters))
+        self.register_buffer("component_in_use", torch.ones(n_clusters, dtype=torch.bool))
 
         n_cat_list = [n_batch, *(n_cats_per_cov or [])]
         network = {
@@ -275,8 +281,8 @@ class CGMDVAEModule(BaseModuleClass):
         """Relabel the mixture components in place: new component ``k`` is old ``order[k]``.
 
         Every component-indexed tensor (cluster and Dirichlet read-outs, prior network
-        read-out, prior concentrations) is permuted, so the model is the same mixture with its
-        components renumbered.
+        read-out, prior concentrations, global weights, components in use) is permuted, so the
+        model is the same mixture with its components renumbered.
         """
         index = torch.as_tensor(np.asarray(order), dtype=torch.long)
         if sorted(index.tolist()) != list(range(self.n_clusters)):
@@ -286,6 +292,26 @@ class CGMDVAEModule(BaseModuleClass):
             if blocks:
                 grouped = tensor.reshape(blocks, self.n_clusters, -1)
                 tensor.copy_(grouped[:, index.to(tensor.device)].reshape(tensor.shape))
+
+    @torch.no_grad()
+    def keep_components(self, in_use: Sequence[int]) -> None:
+        """Keep components ``in_use`` and switch the others off, until called again.
+
+        A switched-off component has ``q(y=k|z,c) = 0`` for every cell (a restriction of the
+        variational family, so the ELBO stays a bound): no cell can return to it, while
+        training may still empty the components in use. Its prior and its Dirichlet
+        concentration stay in the model, so the mixture keeps its ``K`` components and their
+        numbering. The state is a buffer: saved with the model, permuted by
+        :meth:`permute_components`, and kept for the reference's components by
+        :meth:`with_new_components` (new components are in use).
+        """
+        index = torch.as_tensor(np.asarray(in_use), dtype=torch.long)
+        if index.numel() == 0 or not ((0 <= index) & (index < self.n_clusters)).all():
+            raise ValueError(
+                f"in_use must name at least one component between 0 and {self.n_clusters - 1}."
+            )
+        self.component_in_use.zero_()
+        self.component_in_use[index.to(self.component_in_use.device)] = True
 
     def _component_blocks(self, name: str) -> int:
         """Return the number of ``K``-blocks of the first axis of tensor ``name`` (0: none)."""
@@ -299,7 +325,7 @@ class CGMDVAEModule(BaseModuleClass):
 
         The reference's components keep their values as this module's first components; the
         new ones take this module's own initial values (the prior concentration ``alpha``, the
-        read-outs' random initialisation, new means spread apart). The global weight
+        read-outs' random initialisation, new means spread apart, in use). The global weight
         proportions are renormalised to sum to 1. With as many components, the state is
         returned as it is.
 
@@ -420,9 +446,13 @@ class CGMDVAEModule(BaseModuleClass):
         cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits of ``q(y|z,c)``, shape ``(n_cells, n_clusters)``."""
+        """Logits of ``q(y|z,c)``, shape ``(n_cells, n_clusters)``.
+
+        Switched-off components (:meth:`keep_components`) get :data:`SWITCHED_OFF_LOGIT`.
+        """
         covariates = self._covariates(batch_index, cat_covs)
-        return self.cluster_head(self._with_continuous(z, cont_covs), *covariates)[0]
+        logits = self.cluster_head(self._with_continuous(z, cont_covs), *covariates)[0]
+        return logits.masked_fill(~self.component_in_use, SWITCHED_OFF_LOGIT)
 
     def dirichlet_concentration(
         self,
@@ -565,8 +595,11 @@ class CGMDVAEModule(BaseModuleClass):
         self.weight_proportions.mul_(1.0 - step).add_(step * batch_mean)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Load modules saved before the global weights existed, keeping this module's values."""
-        for name in ("weight_proportions", "n_cells"):
+        """Load modules saved before the global weights or the switched-off components existed.
+
+        Their missing buffers keep this module's values (every component in use).
+        """
+        for name in ("weight_proportions", "n_cells", "component_in_use"):
             state_dict.setdefault(prefix + name, getattr(self, name).clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
