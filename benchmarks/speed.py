@@ -27,7 +27,7 @@ from benchmarks._common import load_kang_hvg
 from scgmdvae import CGMDVAE
 
 NAME = "speed"
-DEFAULT_EPOCHS = 5
+DEFAULT_EPOCHS = 20
 FIGURE_METRICS = ("seconds_per_epoch", "cpu_seconds_per_epoch", "inference_cells_per_second")
 ARCHITECTURE = {"n_hidden": 128, "n_layers": 1, "n_latent": 10, "gene_likelihood": "nb"}
 BATCH_SIZE = 128

@@ -192,6 +192,50 @@ def test_non_finite_loss_stops_training_and_names_the_term():
     assert "X_cgmdvae" not in adata.obsm
 
 
+def test_epoch_metrics_are_batch_weighted_means_logged_once_per_epoch(monkeypatch):
+    """Loss terms reach Lightning once per epoch, as the mean over the epoch's minibatches."""
+    from lightning.pytorch import LightningModule
+
+    from scgmdvae.model._training_plans import EpochMetricsMixin
+
+    adata = small_blobs(n_cells_per_group=60)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    model = CGMDVAE(adata, n_clusters=2)
+    steps, lightning_calls = [], []
+    defer, lightning_log = EpochMetricsMixin.log, LightningModule.log
+
+    def record_step(plan, name, value, *args, **kwargs):
+        if name == "kl_z_train":
+            steps.append((plan.trainer.current_epoch, float(value), kwargs["batch_size"]))
+        defer(plan, name, value, *args, **kwargs)
+
+    def record_lightning(plan, name, *args, **kwargs):
+        lightning_calls.append(name)
+        lightning_log(plan, name, *args, **kwargs)
+
+    monkeypatch.setattr(EpochMetricsMixin, "log", record_step)
+    monkeypatch.setattr(LightningModule, "log", record_lightning)
+    model.train(
+        max_epochs=3,
+        mixture_init=None,
+        batch_size=32,
+        check_val_every_n_epoch=1,
+        enable_progress_bar=False,
+    )
+
+    steps = np.array(steps)
+    assert len(np.unique(steps[:, 2])) > 1, "the last minibatch should be smaller"
+    expected = [
+        np.average(steps[steps[:, 0] == epoch, 1], weights=steps[steps[:, 0] == epoch, 2])
+        for epoch in range(3)
+    ]
+    logged = model.history["kl_z_train"]["kl_z_train"].to_numpy(dtype=float)
+    np.testing.assert_allclose(logged, expected, rtol=1e-5)
+    assert lightning_calls.count("kl_z_train") == 3
+    assert lightning_calls.count("elbo_train") == 3
+    assert {"elbo_validation", "kl_z_validation", "kl_y_train"} <= set(model.history)
+
+
 def adversarial_counts(seed: int) -> ad.AnnData:
     """All-zero genes, a zero-count cell, a cell with 10⁶ counts and one-gene cells."""
     rng = np.random.default_rng(seed)
