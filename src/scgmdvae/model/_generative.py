@@ -322,12 +322,12 @@ class GenerativeMixin:
     ) -> torch.Tensor:
         """``z'`` of :meth:`predict_condition_response` for cells of cluster ``y``.
 
-        ``shifts`` are :func:`condition_shifts`' rows, one per source condition.
+        ``shifts`` are :func:`condition_shifts`' rows, one per source condition and cluster.
         """
         if latent == "posterior":
             return z
         if latent == "shift":
-            return z + shifts[observed["batch_index"].ravel().long()]
+            return z + shifts[observed["batch_index"].ravel().long(), y]
         mean, variance = self._component(w, y, counterfactual)
         if latent == "prior_mean":
             return mean
@@ -385,12 +385,15 @@ class GenerativeMixin:
         ``z'`` under the target condition ``c'`` is chosen by ``latent``, and the prediction is
         the mean of ``p(x|z',c')``:
 
-        - ``"shift"``: ``z' = z + δ(c → c')``, scGen's latent arithmetic with the model's
-          clusters in place of cell types: ``δ`` is the coordinate-wise median, over the
-          clusters with at least 10 of the model's cells under both ``c`` and ``c'``, of the
-          difference of the cluster's mean ``z`` under ``c'`` and under ``c``. Unlike scGen,
-          ``z'`` is decoded under ``c'``: the conditions need not share a region of ``z``. A
-          ``ValueError`` says so when no cluster is seen under both.
+        - ``"shift"``: ``z' = z + δ_k(c → c')``, scGen's latent arithmetic with the model's
+          clusters in place of cell types. For a cluster ``k`` with at least 10 of the model's
+          cells under both ``c`` and ``c'``, ``δ_k`` is the difference of its mean ``z`` under
+          ``c'`` and under ``c``. A cluster not seen under ``c'`` (the scGen setting) takes
+          the shifts of those clusters weighted by the inverse squared distance of their mean
+          ``z`` under ``c`` to its own (Shepard's interpolation): the response of the types that
+          look most like it. Unlike scGen, ``z'`` is decoded under ``c'``: the conditions need
+          not share a region of ``z``. A ``ValueError`` says so when no cluster is seen under
+          both.
         - ``"posterior"``: ``z' = z``; the decoder carries the condition effect (as scVI's
           ``transform_batch``).
         - ``"prior_mean"``: ``z' = mu_k(w,c')``, the mean of the cell's mixture component
