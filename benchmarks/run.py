@@ -8,7 +8,7 @@ Usage, from the repository root::
 with ``BENCHMARK`` one of clustering, clustering-defaults, clustering-defaults-long (the
 defaults at K = 8 and scVI at 100 epochs), clustering-weights, clustering-mi,
 clustering-leiden-init, speed, mnist, mnist-defaults, mnist-weights, ablation-kang,
-ablation-mnist or all.
+ablation-mnist, blobs or all.
 
 Each benchmark prints a table (median, min and max over seeds) and writes
 ``<out>/<name>.json`` (machine, versions, epochs, seeds and every row), ``<out>/<name>.csv``
@@ -38,7 +38,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from benchmarks import clustering_kang, guided_ablation, mnist, speed  # noqa: E402
+from benchmarks import blobs, clustering_kang, guided_ablation, mnist, speed  # noqa: E402
 from benchmarks._common import DEFAULT_OUT, Benchmark, write_json  # noqa: E402
 
 
@@ -75,6 +75,7 @@ BENCHMARKS = {
         partial(mnist.run_defaults, weights_ablation=True),
     ),
     "ablation-kang": guided_ablation.KANG,
+    "blobs": blobs,
     "ablation-mnist": guided_ablation.MNIST,
 }
 PACKAGES = (

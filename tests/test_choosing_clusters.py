@@ -131,8 +131,11 @@ def test_clustering_defaults_without_labels_and_the_elbo_with_labels():
 
 
 @pytest.mark.parametrize("n_clusters", [None, 4])
-def test_defaults_recover_blob_clusters(n_clusters):
-    scvi.settings.seed = 0
+@pytest.mark.parametrize(
+    "seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 2, 3))]
+)
+def test_defaults_recover_blob_clusters(n_clusters, seed):
+    scvi.settings.seed = seed
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=100, n_clusters=4, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     model = CGMDVAE(adata, n_clusters=n_clusters)

@@ -6,8 +6,11 @@ from scgmdvae.model._component_merging import (
     MIN_PAIR_ENTROPY,
     combined_components,
     component_probabilities,
+    components_of_groups,
+    connected_pieces,
     pair_entropies,
 )
+from scgmdvae.model._mixture_init import N_NEIGHBORS
 
 
 def _probs(rows: list[list[float]], repeats: int = 50) -> np.ndarray:
@@ -91,3 +94,54 @@ def test_small_components_take_the_pooled_shape_and_stay_in_their_cloud():
     cloud_of_component = clouds[::6]
     for group in np.unique(groups):
         assert len(np.unique(cloud_of_component[groups == group])) == 1
+
+
+def _clouds(n_cells: int, means: tuple[float, ...], n_dims: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.vstack([rng.normal(mean, 1, (n_cells, n_dims)) for mean in means])
+
+
+def test_a_component_spanning_separate_clouds_is_split_into_one_piece_per_cloud():
+    latent = _clouds(100, (0.0, 20.0, -20.0))
+    components = np.repeat([0, 0, 1], 100)
+    pieces = connected_pieces(latent, components)
+    np.testing.assert_array_equal(pieces, np.repeat([0, 1, 2], 100))
+
+
+def test_a_cloud_cut_between_two_components_stays_one_piece_per_component():
+    latent = _clouds(300, (0.0,))
+    halves = (latent[:, 0] > 0).astype(int)
+    pieces = connected_pieces(latent, halves)
+    assert pieces.max() == 1
+    np.testing.assert_array_equal(pieces, halves if halves[0] == 0 else 1 - halves)
+
+
+def test_pieces_smaller_than_a_neighbourhood_join_the_piece_around_them():
+    # Five cells of the far cloud carry the near cloud's component: a piece of five.
+    latent = _clouds(100, (0.0, 20.0))
+    clouds = np.repeat([0, 1], 100)
+    components = clouds.copy()
+    components[[100, 120, 140, 160, 180]] = 0
+    assert 5 < N_NEIGHBORS
+    np.testing.assert_array_equal(connected_pieces(latent, components), clouds)
+
+
+def test_separate_clouds_in_one_component_are_not_combined_again():
+    latent = _clouds(100, (0.0, 20.0, -20.0))
+    pieces = connected_pieces(latent, np.repeat([0, 0, 1], 100))
+    groups = combined_components(component_probabilities(latent, pieces))
+    np.testing.assert_array_equal(groups, [0, 1, 2])
+
+
+def test_combining_goes_on_until_there_are_at_most_max_groups():
+    separated = np.eye(4).repeat(10, axis=0)
+    np.testing.assert_array_equal(combined_components(separated), [0, 1, 2, 3])
+    assert combined_components(separated, max_groups=2).max() == 1
+
+
+def test_each_group_gets_a_component_of_its_own():
+    # Component 3 holds two groups (of 60 and 40 cells); group 2 is all of component 1.
+    components = np.repeat([3, 3, 1, 3], [60, 40, 30, 5])
+    groups = np.repeat([0, 1, 2, 0], [60, 40, 30, 5])
+    np.testing.assert_array_equal(components_of_groups(components, groups, 5), [3, 0, 1])
+    assert len(set(components_of_groups(components, groups, 5))) == 3

@@ -1,6 +1,9 @@
 """Combining mixture components whose cells overlap in the latent space into one cluster.
 
-A mixture fitted to cell types that are not Gaussian spends several components on one type,
+First each component is split into the pieces of it that the kNN graph of the latent space
+connects (:func:`connected_pieces`): a component that holds two groups of cells with no
+neighbour in common spans two clusters, however the mixture came to fit it. Then a mixture
+fitted to cell types that are not Gaussian spends several components on one type,
 so the number of components that the likelihood (or a Dirichlet on the weights) supports
 over-estimates the number of clusters; Baudry et al. (2010) combine such components by the
 entropy of the cells' assignments. Two pieces of one type share a border that their cells
@@ -16,8 +19,13 @@ pair), for as long as that entropy is at least :data:`MIN_PAIR_ENTROPY`.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from sklearn.neighbors import kneighbors_graph
+
+from ._mixture_init import N_NEIGHBORS
 
 MIN_PAIR_ENTROPY = 0.025
 """Mean entropy (nats per cell) of the split between two components above which they are one
@@ -27,6 +35,51 @@ bimodal)."""
 
 COVARIANCE_RIDGE = 1e-6
 """Added to the diagonal of every component's covariance, so that it is invertible."""
+
+
+def connected_pieces(
+    latent: np.ndarray, components: np.ndarray, n_neighbors: int = N_NEIGHBORS
+) -> np.ndarray:
+    """Split each component into the groups of its cells that the kNN graph connects.
+
+    The graph links every cell to its ``n_neighbors`` nearest cells in ``latent`` (either
+    way); a piece is a connected part of the graph restricted to one component's cells. A
+    piece of fewer than ``n_neighbors`` cells, smaller than one cell's neighbourhood, is not
+    a group of its own: it joins the piece that most of its cells' neighbours belong to (the
+    smallest piece first).
+
+    Parameters
+    ----------
+    latent
+        Cells × latent dimensions.
+    components
+        Component code of each cell.
+
+    Returns
+    -------
+    Piece code ``0 … p−1`` of each cell; every piece lies within one component.
+    """
+    components = np.asarray(components)
+    graph = kneighbors_graph(np.asarray(latent), n_neighbors, include_self=False)
+    graph = graph.maximum(graph.T).tocsr()
+    edges = graph.tocoo()
+    within = components[edges.row] == components[edges.col]
+    restricted = sparse.coo_matrix(
+        (np.ones(within.sum()), (edges.row[within], edges.col[within])), shape=graph.shape
+    )
+    pieces = connected_components(restricted, directed=False)[1]
+    sizes = np.bincount(pieces)
+    for piece in np.argsort(sizes, kind="stable"):
+        if sizes[piece] >= n_neighbors:
+            continue
+        cells = np.flatnonzero(pieces == piece)
+        neighbours = pieces[graph[cells].indices]
+        neighbours = neighbours[neighbours != piece]
+        if neighbours.size:
+            target = np.bincount(neighbours).argmax()
+            pieces[cells] = target
+            sizes[target] += sizes[piece]
+    return np.unique(pieces, return_inverse=True)[1]
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:
@@ -99,7 +152,9 @@ def pair_entropies(probs: np.ndarray) -> np.ndarray:
     return entropies
 
 
-def combined_components(probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY) -> np.ndarray:
+def combined_components(
+    probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY, max_groups: int | None = None
+) -> np.ndarray:
     """Group the components whose cells cannot tell them apart.
 
     Parameters
@@ -110,6 +165,8 @@ def combined_components(probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY
     min_entropy
         Pairs are combined, the highest first, while the mean entropy of their split
         (:func:`pair_entropies`) is at least this.
+    max_groups
+        Pairs are combined, whatever their entropy, until there are at most this many groups.
 
     Returns
     -------
@@ -117,10 +174,11 @@ def combined_components(probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY
     """
     probs = np.array(probs, dtype=np.float64)
     group = np.arange(probs.shape[1])
+    max_groups = probs.shape[1] if max_groups is None else max_groups
     while probs.shape[1] > 1:
         entropies = pair_entropies(probs)
         first, second = np.unravel_index(entropies.argmax(), entropies.shape)
-        if entropies[first, second] < min_entropy:
+        if entropies[first, second] < min_entropy and probs.shape[1] <= max_groups:
             break
         first, second = min(first, second), max(first, second)
         probs[:, first] += probs[:, second]
@@ -128,3 +186,37 @@ def combined_components(probs: np.ndarray, min_entropy: float = MIN_PAIR_ENTROPY
         group = np.where(group == second, first, group)
         group = np.where(group > second, group - 1, group)
     return group
+
+
+def components_of_groups(
+    components: np.ndarray, groups: np.ndarray, n_components: int
+) -> np.ndarray:
+    """Give each group of cells a component of its own: the one most of its cells are in.
+
+    Groups take their component in order of size, the largest first, each the component that
+    holds most of its cells among those no larger group took; a group whose components are all
+    taken (a component whose cells the groups split) takes the first component that holds none
+    of the cells.
+
+    Parameters
+    ----------
+    components
+        Component code ``0 … n_components−1`` of each cell.
+    groups
+        Group code ``0 … g−1`` of each cell, with ``g ≤ n_components``.
+    n_components
+        Number of components.
+
+    Returns
+    -------
+    Component of each group.
+    """
+    n_groups = groups.max() + 1
+    counts = np.zeros((n_groups, n_components), dtype=np.int64)
+    np.add.at(counts, (groups, components), 1)
+    unused = [k for k in range(n_components) if not counts[:, k].any()]
+    chosen = np.full(n_groups, -1)
+    for group in np.argsort(-counts.sum(1), kind="stable"):
+        available = np.where(np.isin(np.arange(n_components), chosen), -1, counts[group])
+        chosen[group] = available.argmax() if available.max() > 0 else unused.pop(0)
+    return chosen

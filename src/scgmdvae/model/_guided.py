@@ -14,7 +14,12 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
 
 from .._validation import check_no_missing_values
-from ._component_merging import combined_components, component_probabilities
+from ._component_merging import (
+    combined_components,
+    component_probabilities,
+    components_of_groups,
+    connected_pieces,
+)
 from ._mixture_init import (
     MixtureInit,
     condition_centred,
@@ -298,23 +303,29 @@ class GuidedTrainingMixin:
         return n_epochs_pretrain, list(zip(lengths, guided, strict=True))
 
     def _combined_guide(self: CGMDVAE) -> tuple[pd.Categorical, int]:
-        """Each cell's most probable component, its group's largest, as a guide; its size.
+        """Each cell's group of the components in use, as a guide; the number of components.
 
-        The components in use are grouped by :func:`combined_components`, from the
-        probabilities of the Gaussian mixture that their cells span in the latent means
-        (:func:`component_probabilities`).
+        Each cell's most probable component is split into the pieces that the kNN graph of
+        the latent means connects within it (:func:`connected_pieces`), and the pieces are
+        grouped by :func:`combined_components`, from the probabilities of the Gaussian mixture
+        that their cells span (:func:`component_probabilities`). Each group is guided to a
+        component of its own (:func:`components_of_groups`).
         """
         summaries = self._posterior_summaries(self.adata)
-        used, codes = np.unique(summaries["cluster_probs"].argmax(1), return_inverse=True)
-        probs = component_probabilities(summaries["z"], codes)
-        group = combined_components(probs)
-        sizes = np.bincount(codes)
-        largest = np.array(
-            [used[group == g][sizes[group == g].argmax()] for g in range(group.max() + 1)]
+        latent, n_clusters = summaries["z"], self.module.n_clusters
+        components = summaries["cluster_probs"].argmax(1)
+        pieces = connected_pieces(latent, components)
+        group = combined_components(
+            component_probabilities(latent, pieces), max_groups=n_clusters
+        )[pieces]
+        guide = components_of_groups(components, group, n_clusters)[group]
+        logger.info(
+            "Combined %d components in use (%d connected pieces) into %d clusters.",
+            len(np.unique(components)),
+            pieces.max() + 1,
+            group.max() + 1,
         )
-        logger.info("Combined %d components in use into %d clusters.", len(used), len(largest))
-        n_clusters = self.module.n_clusters
-        return pd.Categorical(largest[group[codes]], categories=range(n_clusters)), n_clusters
+        return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
 
     def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from the partition of the latent means; its observed codes.
