@@ -482,14 +482,17 @@ class CGMDVAE(
 
             When the model chooses the number of clusters, the epochs after pre-training are
             two rounds of phases 3 and 4, each of half of them. Between the rounds the
-            components in use are combined where their cells overlap in the latent space: one
-            pair at a time, the pair whose cells are least sure between the Gaussians that the
-            two components' cells span first, while the mean entropy of that split per cell of
-            the pair is at least 0.025 nats (Baudry et al.'s entropy criterion of combining
-            components, per cell; user guide). The second round is guided by the combined
-            clusters: each cell to the largest component of its group; every other component
-            is switched off for good (``q(y=k|z,c) = 0``), so that the second free phase can
-            empty components but not open new ones.
+            components in use are first cut into the pieces that the kNN graph of the latent
+            means (15 neighbours) connects within each component's cells, a piece of fewer
+            than 15 cells joining the piece most of its cells' neighbours belong to; then the
+            pieces are combined where their cells overlap in the latent space: one pair at a
+            time, the pair whose cells are least sure between the Gaussians that the two
+            pieces' cells span first, while the mean entropy of that split per cell of the pair
+            is at least 0.025 nats (Baudry et al.'s entropy criterion of combining components,
+            per cell; user guide). The second round is guided by the combined clusters, each to
+            a component of its own (the one that holds most of its cells, else one that holds
+            none); every other component is switched off for good (``q(y=k|z,c) = 0``), so
+            that the second free phase can empty components but not open new ones.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
