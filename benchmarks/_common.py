@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import anndata as ad
@@ -131,3 +134,15 @@ class Benchmark:
     DEFAULT_EPOCHS: int
     FIGURE_METRICS: tuple[str, ...]
     run: Callable[[list[int], int], dict]
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` fresh processes (spawned), each with one numba thread.
+
+    numba's thread pool, which scanpy's neighbour search starts, keeps as many threads as
+    cores busy in every process; with two processes on two cores they starve each other's
+    torch work, and side by side they ran many times slower than alone. The workers inherit
+    the setting; this process, which only waits for them, keeps its own.
+    """
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))

@@ -39,10 +39,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from itertools import product
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -55,7 +53,7 @@ import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 from scipy import sparse  # noqa: E402
 
-from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa: E402
+from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, worker_pool, write_json  # noqa: E402
 from scgmdvae import CGMDVAE  # noqa: E402
 
 CONTROL, STIMULATED = "ctrl", "stim"
@@ -232,7 +230,7 @@ def main() -> None:
     types = args.types or sorted(annotated(load_kang_hvg(args.data)).obs["cell_type"].unique())
     start = time.time()
     run = partial(run_held_out, data=args.data, epochs=args.epochs)
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    with worker_pool(args.jobs) as pool:
         jobs = product(map(str, types), args.seeds)
         rows = [row for rows in pool.map(run, jobs) for row in rows]
     table = pd.DataFrame(rows)

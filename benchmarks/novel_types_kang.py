@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -51,7 +49,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 
-from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, write_json  # noqa: E402
+from _common import DEFAULT_KANG, DEFAULT_OUT, load_kang_hvg, worker_pool, write_json  # noqa: E402
 from query_mapping_kang import (  # noqa: E402
     LABELS_KEY,
     SEED,
@@ -233,7 +231,7 @@ def main() -> None:
     run = partial(
         run_held_out, data=args.data, ref_epochs=args.ref_epochs, query_epochs=args.query_epochs
     )
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    with worker_pool(args.jobs) as pool:
         rows = [row for rows in pool.map(run, map(str, types)) for row in rows]
 
     table = pd.DataFrame(rows)

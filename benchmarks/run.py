@@ -23,10 +23,8 @@ import argparse
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from importlib.metadata import version
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -39,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from benchmarks import blobs, clustering_kang, guided_ablation, mnist, speed  # noqa: E402
-from benchmarks._common import DEFAULT_OUT, Benchmark, write_json  # noqa: E402
+from benchmarks._common import DEFAULT_OUT, Benchmark, worker_pool, write_json  # noqa: E402
 
 
 def kang_clustering(
@@ -139,7 +137,7 @@ def run_seeds(name: str, seeds: list[int], epochs: int, jobs: int) -> dict:
     """
     if jobs == 1:
         return BENCHMARKS[name].run(seeds, epochs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         results = list(
             pool.map(partial(run_seeds, name, epochs=epochs, jobs=1), [[s] for s in seeds])
         )
