@@ -195,8 +195,8 @@ def components_of_groups(
 
     Groups take their component in order of size, the largest first, each the component that
     holds most of its cells among those no larger group took; a group whose components are all
-    taken (a component whose cells the groups split) takes the first component that holds none
-    of the cells.
+    taken (a component whose cells the groups split) takes the first untaken component that
+    holds none of the cells, else the first untaken one.
 
     Parameters
     ----------
@@ -214,9 +214,14 @@ def components_of_groups(
     n_groups = groups.max() + 1
     counts = np.zeros((n_groups, n_components), dtype=np.int64)
     np.add.at(counts, (groups, components), 1)
-    unused = [k for k in range(n_components) if not counts[:, k].any()]
-    chosen = np.full(n_groups, -1)
+    holds_cells = counts.any(0)
+    taken = np.zeros(n_components, dtype=bool)
+    chosen = np.empty(n_groups, dtype=np.int64)
     for group in np.argsort(-counts.sum(1), kind="stable"):
-        available = np.where(np.isin(np.arange(n_components), chosen), -1, counts[group])
-        chosen[group] = available.argmax() if available.max() > 0 else unused.pop(0)
+        available = np.where(taken, -1, counts[group])
+        if available.max() > 0:
+            chosen[group] = available.argmax()
+        else:
+            chosen[group] = np.where(taken, 2, holds_cells).argmin()
+        taken[chosen[group]] = True
     return chosen
