@@ -14,6 +14,7 @@ from scvi.data.fields import CategoricalObsField
 from scvi.model._utils import get_max_epochs_heuristic
 
 from .._validation import check_no_missing_values
+from ..module._module import COUNT_LIKELIHOODS
 from ._component_merging import (
     combined_components,
     component_probabilities,
@@ -25,6 +26,7 @@ from ._mixture_init import (
     condition_centred,
     free_component_guide,
     initial_partition,
+    input_principal_components,
     novel_communities,
     unlabelled_communities,
 )
@@ -327,12 +329,41 @@ class GuidedTrainingMixin:
         )
         return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
 
-    def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
-        """Guide of the guided phase, from the partition of the latent means; its observed codes.
+    def _unsupervised_partition_space(
+        self: CGMDVAE, mixture_init: MixtureInit, latent: np.ndarray
+    ) -> np.ndarray:
+        """Return the coordinates in which a model without known components is partitioned.
 
-        Without known components (no labels, not a query), the partition itself; of the latent
-        means with each condition centred (:func:`condition_centred`) when the prior of ``z``
-        does not read the condition. Otherwise
+        Leiden partitions the input's principal components
+        (:func:`input_principal_components`, log-normalised counts for count likelihoods) when
+        nothing but the data varies between the cells (no condition, no covariates) and the
+        data are in memory: the input then holds nothing that the latent space removes, and its
+        50 components separate groups that the 10 or so dimensions of ``z`` after pre-training
+        blur (on MNIST, Leiden found the digits with accuracy 0.97 on the pixels' components and
+        0.77 on the latent means). Otherwise the partition is of the latent means, in which the
+        encoder has removed the condition's effect; with each condition centred
+        (:func:`condition_centred`) when the prior of ``z`` does not read the condition.
+        """
+        registered_covariates = self.summary_stats.n_batch > 1 or any(
+            self.summary_stats.get(key, 0)
+            for key in ("n_extra_categorical_covs", "n_extra_continuous_covs")
+        )
+        if mixture_init == "leiden" and not registered_covariates and not self.adata.isbacked:
+            return input_principal_components(
+                self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+                log_normalise=self.module.gene_likelihood in COUNT_LIKELIHOODS,
+                seed=settings.seed,
+            )
+        if not self.module.condition_in_prior:
+            conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+            return condition_centred(latent, np.asarray(conditions).ravel())
+        return latent
+
+    def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
+        """Guide of the guided phase, from a partition of the cells; its observed codes.
+
+        Without known components (no labels, not a query), the partition itself, of
+        :meth:`_unsupervised_partition_space`. Otherwise, partitioning the latent means,
         the labels, plus free components for the communities of unknown types: in a labelled
         model, communities with too few labelled cells, the other unlabelled cells unobserved
         (code ``n_clusters``); in a query with new components, communities whose cells are
@@ -344,10 +375,8 @@ class GuidedTrainingMixin:
         latent = summaries["z"]
         first_free = self._first_free_component()
         if first_free == 0:
-            if not self.module.condition_in_prior:
-                conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
-                latent = condition_centred(latent, np.asarray(conditions).ravel())
-            communities = initial_partition(mixture_init, latent, n_clusters, seed)
+            space = self._unsupervised_partition_space(mixture_init, latent)
+            communities = initial_partition(mixture_init, space, n_clusters, seed)
             return pd.Categorical(communities), len(np.unique(communities))
         communities = initial_partition(mixture_init, latent, n_clusters, seed)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()

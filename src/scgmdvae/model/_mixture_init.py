@@ -7,11 +7,14 @@ from typing import Literal
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
+from scipy import sparse
 from scipy.stats import binom
 from sklearn.cluster import KMeans
 
 MixtureInit = Literal["leiden", "kmeans"]
 N_NEIGHBORS = 15
+N_PRINCIPAL_COMPONENTS = 50
+"""Principal components of the input for :func:`input_principal_components`, as scanpy's."""
 MAX_BISECTIONS = 20
 FREE_COMMUNITY_SIGNIFICANCE = 0.01
 """Family-wise error rate of the test for communities with too few labelled cells."""
@@ -84,6 +87,29 @@ def initial_partition(
     if method == "kmeans":
         return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(latent)
     return leiden_partition(latent, n_clusters, seed)
+
+
+def input_principal_components(
+    matrix, log_normalise: bool, seed: int, n_comps: int = N_PRINCIPAL_COMPONENTS
+) -> np.ndarray:
+    """Return the first ``n_comps`` principal components of the cells' data, as scanpy does.
+
+    Counts (``log_normalise``) are first scaled to 10,000 per cell and ``log1p``-transformed
+    (:func:`scanpy.pp.normalize_total`, :func:`scanpy.pp.log1p`); other data are taken as they
+    are. ``matrix`` (dense or sparse, cells × features) is copied, never changed. At most
+    ``min(cells, features) - 1`` components are returned.
+    """
+    values = (
+        matrix.astype(np.float32, copy=True)
+        if sparse.issparse(matrix)
+        else np.array(matrix, dtype=np.float32)
+    )
+    data = AnnData(values)
+    if log_normalise:
+        sc.pp.normalize_total(data, target_sum=1e4)
+        sc.pp.log1p(data)
+    n_comps = min(n_comps, min(data.shape) - 1)
+    return sc.pp.pca(data.X, n_comps=n_comps, random_state=seed)
 
 
 def condition_centred(latent: np.ndarray, conditions: np.ndarray) -> np.ndarray:
