@@ -240,3 +240,18 @@ def test_choosing_k_checks_both_rounds_of_epochs_before_training():
     with pytest.raises(ValueError, match="2 time"):
         model.train(max_epochs=10, n_epochs_pretrain=4, n_epochs_guided=4)
     assert not model.is_trained_
+
+
+@pytest.mark.parametrize("n_clusters", [None, 4])
+def test_defaults_recover_blob_clusters_without_a_condition(n_clusters):
+    # Nothing registered but the counts: the initial partition is of the input's principal
+    # components, a copy, and the user's counts stay as they were.
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=100, n_clusters=4, n_conditions=1)
+    counts = adata.layers["counts"].copy()
+    CGMDVAE.setup_anndata(adata, layer="counts")
+    model = CGMDVAE(adata, n_clusters=n_clusters)
+    model.train(max_epochs=60, enable_progress_bar=False)
+    model.write_results(adata)
+    assert adjusted_rand_index(adata.obs["cluster"], adata.obs["cgmdvae_cluster"]) >= 0.9
+    assert adata.uns["cgmdvae"]["n_clusters_used"] == 4
+    np.testing.assert_array_equal(adata.layers["counts"], counts)

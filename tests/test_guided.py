@@ -4,8 +4,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 import torch
-from scvi import REGISTRY_KEYS
+from scipy import sparse
+from scvi import REGISTRY_KEYS, settings
 
 import scgmdvae
 from scgmdvae import CGMDVAE
@@ -13,6 +15,7 @@ from scgmdvae.metrics import adjusted_rand_index
 from scgmdvae.model._mixture_init import (
     condition_centred,
     free_component_guide,
+    input_principal_components,
     leiden_partition,
     novel_communities,
     unlabelled_communities,
@@ -246,3 +249,41 @@ def test_centring_the_conditions_lets_the_partition_span_them():
     centred = leiden_partition(condition_centred(latent, conditions), 3, seed=0)
     assert adjusted_rand_index(conditions, raw) > 0.5
     assert adjusted_rand_index(groups, centred) == 1.0
+
+
+@pytest.mark.parametrize("to_matrix", [np.asarray, sparse.csr_matrix])
+def test_input_principal_components_follow_scanpys_recipe_on_a_copy(to_matrix):
+    counts = np.random.default_rng(0).poisson(3.0, size=(120, 30)).astype(np.float32)
+    matrix = to_matrix(counts)
+    components = input_principal_components(matrix, log_normalise=True, seed=0)
+    reference = ad.AnnData(to_matrix(counts.copy()))
+    sc.pp.normalize_total(reference, target_sum=1e4)
+    sc.pp.log1p(reference)
+    sc.pp.pca(reference, n_comps=29, random_state=0)
+    assert components.shape == (120, 29)
+    np.testing.assert_allclose(components, reference.obsm["X_pca"], rtol=1e-4, atol=1e-4)
+    unchanged = matrix.toarray() if sparse.issparse(matrix) else matrix
+    np.testing.assert_array_equal(unchanged, np.random.default_rng(0).poisson(3.0, size=(120, 30)))
+    assert input_principal_components(counts / 20, log_normalise=False, seed=0).shape == (120, 29)
+
+
+def test_without_a_condition_leiden_partitions_the_input_and_with_one_the_latent_space():
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=30, n_clusters=3, n_conditions=2)
+    latent = np.random.default_rng(0).normal(size=(adata.n_obs, 10))
+    plain = adata.copy()
+    CGMDVAE.setup_anndata(plain, layer="counts")
+    model = CGMDVAE(plain, n_clusters=3)
+    np.testing.assert_allclose(
+        model._unsupervised_partition_space("leiden", latent),
+        input_principal_components(plain.layers["counts"], log_normalise=True, seed=settings.seed),
+    )
+    assert model._unsupervised_partition_space("kmeans", latent) is latent
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
+    conditioned = CGMDVAE(adata, n_clusters=3)
+    codes = np.asarray(
+        conditioned.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+    ).ravel()
+    np.testing.assert_allclose(
+        conditioned._unsupervised_partition_space("leiden", latent),
+        condition_centred(latent, codes),
+    )

@@ -430,7 +430,8 @@ class CGMDVAE(
         """Train the model with :class:`~scvi.train.Trainer`.
 
         Without labels, a new model is by default pre-trained, its mixture initialised from
-        Leiden communities of the latent space, trained guided by them and then freely
+        Leiden communities of the latent space (of the input's principal components when no
+        condition or covariate is registered), trained guided by them and then freely
         (``mixture_init``), each step with scVI's unsupervised training; with labelled cells it
         uses
         :class:`~scvi.dataloaders.SemiSupervisedDataSplitter`, which adds a minibatch of
@@ -463,8 +464,11 @@ class CGMDVAE(
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z`` (without labels and with
                ``condition_in_prior=False``, each condition's mean subtracted, so that communities
-               span the conditions as the components do): Leiden communities of their kNN graph at
-               the resolution that gives ``n_clusters`` communities (or the most below it), or
+               span the conditions as the components do; for ``"leiden"`` without labels and with
+               no condition or covariate registered, of the input's 50 principal components
+               instead, log-normalised for count likelihoods, unless ``adata`` is backed): Leiden
+               communities of their kNN graph at the resolution that gives ``n_clusters``
+               communities (or the most below it), or
                k-means with ``n_clusters`` clusters (VaDE's initialisation, :cite:p:`Jiang17`).
                When the model chooses the number of clusters, this is an over-segmentation into up
                to 30 communities, which the global Dirichlet then prunes. With labels, the
