@@ -254,7 +254,7 @@ class GuidedTrainingMixin:
         )
         guide, n_observed = self._initial_guide(mixture_init)
         logger.info(
-            "%s partition of the latent means: cluster sizes %s.",
+            "Initial %s partition: cluster sizes %s.",
             mixture_init,
             np.bincount(guide.codes),
         )
