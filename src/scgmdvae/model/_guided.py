@@ -329,9 +329,7 @@ class GuidedTrainingMixin:
         )
         return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
 
-    def _unsupervised_partition_space(
-        self: CGMDVAE, mixture_init: MixtureInit, latent: np.ndarray
-    ) -> np.ndarray:
+    def _unsupervised_partition_space(self: CGMDVAE, mixture_init: MixtureInit) -> np.ndarray:
         """Return the coordinates in which a model without known components is partitioned.
 
         Leiden partitions the input's principal components
@@ -354,6 +352,7 @@ class GuidedTrainingMixin:
                 log_normalise=self.module.gene_likelihood in COUNT_LIKELIHOODS,
                 seed=settings.seed,
             )
+        latent = self._posterior_summaries(self.adata)["z"]
         if not self.module.condition_in_prior:
             conditions = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
             return condition_centred(latent, np.asarray(conditions).ravel())
@@ -371,13 +370,13 @@ class GuidedTrainingMixin:
         most probable reference component, so that the new components learn where they end.
         """
         n_clusters, seed = self.module.n_clusters, settings.seed
-        summaries = self._posterior_summaries(self.adata)
-        latent = summaries["z"]
         first_free = self._first_free_component()
         if first_free == 0:
-            space = self._unsupervised_partition_space(mixture_init, latent)
+            space = self._unsupervised_partition_space(mixture_init)
             communities = initial_partition(mixture_init, space, n_clusters, seed)
             return pd.Categorical(communities), len(np.unique(communities))
+        summaries = self._posterior_summaries(self.adata)
+        latent = summaries["z"]
         communities = initial_partition(mixture_init, latent, n_clusters, seed)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         labelled = codes < len(self.label_names)
