@@ -213,7 +213,7 @@ def test_auto_initialisation_only_for_a_new_unsupervised_model():
         model.train(max_epochs=3, mixture_init="leiden")
 
 
-def test_combined_guide_sends_each_cell_to_its_groups_largest_component(monkeypatch):
+def test_combined_guide_sends_each_cell_to_its_groups_largest_component():
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     model = CGMDVAE(adata)
@@ -224,11 +224,7 @@ def test_combined_guide_sends_each_cell_to_its_groups_largest_component(monkeypa
     component = np.where(cloud[:, 0] > -0.4, 7, 3)
     latent = np.vstack([cloud, rng.normal(15, 1, (40, 10)), rng.normal(-15, 1, (40, 10))])
     component = np.concatenate([component, [5] * 40, [12] * 40])
-    probs = np.eye(model.module.n_clusters)[component]
-    monkeypatch.setattr(
-        model, "_posterior_summaries", lambda adata: {"cluster_probs": probs, "z": latent}
-    )
-    guide, n_observed = model._combined_guide()
+    guide, n_observed = model._combined_guide(latent, component)
     np.testing.assert_array_equal(guide.codes, np.where(component == 3, 7, component))
     assert n_observed == model.module.n_clusters == len(guide.categories)
 
@@ -240,6 +236,27 @@ def test_choosing_k_checks_both_rounds_of_epochs_before_training():
     with pytest.raises(ValueError, match="2 time"):
         model.train(max_epochs=10, n_epochs_pretrain=4, n_epochs_guided=4)
     assert not model.is_trained_
+
+
+@pytest.mark.parametrize(
+    ("n_clusters", "labels_key", "max_epochs", "schedule"),
+    [
+        # K given: guided, free, settling phase, a third of the 20 epochs each (rest free)
+        (4, None, 30, (10, [(14, 6)], 6)),
+        # K chosen: two rounds, then the settling phase, a fifth each
+        (None, None, 30, (10, [(8, 4), (8, 4)], 4)),
+        # labels: one round of guided and free phases, no vote
+        (6, "cluster", 30, (10, [(20, 10)], 0)),
+        # too few epochs for every phase: the settling phase goes first
+        (4, None, 3, (1, [(2, 1)], 0)),
+        (None, None, 3, (1, [(1, 1), (1, 1)], 0)),
+    ],
+)
+def test_phases_after_pretraining_share_the_epochs(n_clusters, labels_key, max_epochs, schedule):
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
+    CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition", labels_key=labels_key)
+    model = CGMDVAE(adata, n_clusters=n_clusters)
+    assert model._mixture_init_schedule(max_epochs, None, None) == schedule
 
 
 @pytest.mark.parametrize("n_clusters", [None, 4])

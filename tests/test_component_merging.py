@@ -9,6 +9,7 @@ from scgmdvae.model._component_merging import (
     components_of_groups,
     connected_pieces,
     pair_entropies,
+    voted_components,
 )
 from scgmdvae.model._mixture_init import N_NEIGHBORS
 
@@ -145,3 +146,12 @@ def test_each_group_gets_a_component_of_its_own():
     groups = np.repeat([0, 1, 2, 0], [60, 40, 30, 5])
     np.testing.assert_array_equal(components_of_groups(components, groups, 5), [3, 0, 1])
     assert len(set(components_of_groups(components, groups, 5))) == 3
+
+
+def test_the_vote_moves_whole_guide_clusters_to_their_majority_component():
+    # Guide cluster 0: 6 of its 10 cells went to component 4, so all 10 go there (a merge with
+    # cluster 1, which stayed in component 4). Cluster 2: 3 of its 10 cells left for component
+    # 4, a part cut off by a Gaussian, so the vote brings them back to component 7.
+    guide = np.repeat([0, 1, 2], 10)
+    components = np.array([4] * 6 + [2] * 4 + [4] * 10 + [4] * 3 + [7] * 7)
+    np.testing.assert_array_equal(voted_components(guide, components), np.repeat([4, 4, 7], 10))

@@ -82,6 +82,32 @@ def connected_pieces(
     return np.unique(pieces, return_inverse=True)[1]
 
 
+def voted_components(guide: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Send each guide cluster, whole, to the component that most of its cells are in.
+
+    After a guided phase the free phase lets every cell move to the component whose Gaussian
+    explains it best. Where a cluster's cells follow it together (two clusters of one cell
+    type combine), the vote keeps the move; where a component's Gaussian takes a part of a
+    cluster that the kNN graph holds together (a curved manifold such as a digit's), most of
+    the cluster stays and the vote brings that part back.
+
+    Parameters
+    ----------
+    guide
+        Guide cluster code ``0 … g−1`` of each cell.
+    components
+        Component of each cell after the free phase.
+
+    Returns
+    -------
+    Component of each cell: its guide cluster's majority component.
+    """
+    guide, components = np.asarray(guide), np.asarray(components)
+    counts = np.zeros((guide.max() + 1, components.max() + 1), dtype=np.int64)
+    np.add.at(counts, (guide, components), 1)
+    return counts.argmax(1)[guide]
+
+
 def _entropy(probs: np.ndarray) -> np.ndarray:
     """``−Σ_cells p log p`` of each column of ``probs`` (``0 log 0 = 0``)."""
     logs = np.log(np.clip(probs, np.finfo(np.float64).tiny, None))

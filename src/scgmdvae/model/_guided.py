@@ -16,10 +16,12 @@ from scvi.model._utils import get_max_epochs_heuristic
 from .._validation import check_no_missing_values
 from ..module._module import COUNT_LIKELIHOODS
 from ._component_merging import (
+    MIN_PAIR_ENTROPY,
     combined_components,
     component_probabilities,
     components_of_groups,
     connected_pieces,
+    voted_components,
 )
 from ._mixture_init import (
     MixtureInit,
@@ -239,7 +241,7 @@ class GuidedTrainingMixin:
         :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels, plus free
         components for the communities that have too few labelled cells.
         """
-        n_epochs_pretrain, rounds = self._mixture_init_schedule(
+        n_epochs_pretrain, rounds, n_epochs_settle = self._mixture_init_schedule(
             max_epochs, n_epochs_pretrain, n_epochs_guided
         )
         if n_epochs_kl_warmup is None:
@@ -258,9 +260,10 @@ class GuidedTrainingMixin:
             mixture_init,
             np.bincount(guide.codes),
         )
-        for round_index, (n_epochs_round, n_epochs_round_guided) in enumerate(rounds):
-            if round_index > 0:
-                guide, n_observed = self._combined_guide()
+        free_phase = None
+        for n_epochs_round, n_epochs_round_guided in rounds:
+            if free_phase is not None:
+                guide, n_observed = self._combined_guide(*free_phase)
                 self.module.keep_components(np.unique(guide.codes))
             self._train_on_guide(
                 INIT_GUIDE_KEY,
@@ -272,53 +275,82 @@ class GuidedTrainingMixin:
                 n_observed=n_observed,
                 **train_kwargs,
             )
+            if self._first_free_component() == 0:
+                summaries = self._posterior_summaries(self.adata)
+                free_phase = summaries["z"], summaries["cluster_probs"].argmax(1)
+        if n_epochs_settle:
+            latent, components = free_phase
+            guide, n_observed = self._combined_guide(
+                latent, voted_components(guide.codes, components), min_entropy=np.inf
+            )
+            self.module.keep_components(np.unique(guide.codes))
+            logger.info("Settling phase: %d epochs.", n_epochs_settle)
+            self._train_on_guide(
+                INIT_GUIDE_KEY,
+                guide,
+                max_epochs=n_epochs_settle,
+                n_epochs_guided=n_epochs_settle,
+                n_epochs_kl_warmup=0,
+                guide_weight=None,
+                n_observed=n_observed,
+                **train_kwargs,
+            )
 
     def _mixture_init_schedule(
         self: CGMDVAE, max_epochs: int, n_epochs_pretrain: int | None, n_epochs_guided: int | None
-    ) -> tuple[int, list[tuple[int, int]]]:
-        """Pre-training epochs, and the (epochs, guided epochs) of each round after it.
+    ) -> tuple[int, list[tuple[int, int]], int]:
+        """Pre-training epochs, the (epochs, guided epochs) of each round, the settling epochs.
 
         One round of guided and free training; two when the model chooses the number of
         clusters, the second guided by the components of the first combined
         (:meth:`_combined_guide`), with the components no cell is guided to switched off
-        (:meth:`~scgmdvae.module.CGMDVAEModule.keep_components`). The epochs after
-        pre-training are shared evenly by the rounds.
+        (:meth:`~scgmdvae.module.CGMDVAEModule.keep_components`). Without known components,
+        a settling phase follows, guided by the last free phase's vote
+        (:func:`voted_components`). After pre-training every guided phase has
+        ``n_epochs_guided`` epochs, by default an equal share of the epochs; the settling phase
+        as many, or half of what the other guided phases leave if that is less; the free
+        phases share the rest. A query's new components are guided for all of them.
         """
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)
-        n_rounds = 2 if self.chooses_n_clusters and not self._maps_query else 1
         remaining = max_epochs - n_epochs_pretrain
-        lengths = [remaining // n_rounds] * (n_rounds - 1)
-        lengths.append(remaining - sum(lengths))
-        if n_epochs_guided is None:
-            guided = [length if self._maps_query else max(1, length // 2) for length in lengths]
-        else:
-            guided = [n_epochs_guided] * n_rounds
-        if min(n_epochs_pretrain, *guided) < 1 or any(
-            g > length for g, length in zip(guided, lengths, strict=True)
-        ):
+        n_rounds = 2 if self.chooses_n_clusters and not self._maps_query else 1
+        settles = self._first_free_component() == 0
+        guided = n_epochs_guided
+        if guided is None:
+            n_phases = 2 * n_rounds + settles
+            guided = remaining if self._maps_query else max(1, remaining // n_phases)
+        n_settle = max(0, min(guided, (remaining - n_rounds * guided) // 2)) if settles else 0
+        free = remaining - n_rounds * guided - n_settle
+        if min(n_epochs_pretrain, guided) < 1 or free < 0:
             raise ValueError(
                 f"n_epochs_pretrain={n_epochs_pretrain} and n_epochs_guided={n_epochs_guided} "
                 f"must each be at least 1, and n_epochs_pretrain plus {n_rounds} time(s) "
                 f"n_epochs_guided must add up to at most max_epochs={max_epochs}."
             )
-        return n_epochs_pretrain, list(zip(lengths, guided, strict=True))
+        frees = [free // n_rounds + (index < free % n_rounds) for index in range(n_rounds)]
+        return n_epochs_pretrain, [(guided + n_free, guided) for n_free in frees], n_settle
 
-    def _combined_guide(self: CGMDVAE) -> tuple[pd.Categorical, int]:
+    def _combined_guide(
+        self: CGMDVAE,
+        latent: np.ndarray,
+        components: np.ndarray,
+        min_entropy: float = MIN_PAIR_ENTROPY,
+    ) -> tuple[pd.Categorical, int]:
         """Each cell's group of the components in use, as a guide; the number of components.
 
-        Each cell's most probable component is split into the pieces that the kNN graph of
-        the latent means connects within it (:func:`connected_pieces`), and the pieces are
-        grouped by :func:`combined_components`, from the probabilities of the Gaussian mixture
-        that their cells span (:func:`component_probabilities`). Each group is guided to a
+        Each cell's component (``components``: after a free phase, or by its vote) is split
+        into the pieces that the kNN graph of the latent means ``latent`` connects within it
+        (:func:`connected_pieces`), and the pieces are grouped by :func:`combined_components`,
+        from the probabilities of the Gaussian mixture that their cells span
+        (:func:`component_probabilities`), while their split's entropy is at least
+        ``min_entropy`` and down to at most ``n_clusters`` groups. Each group is guided to a
         component of its own (:func:`components_of_groups`).
         """
-        summaries = self._posterior_summaries(self.adata)
-        latent, n_clusters = summaries["z"], self.module.n_clusters
-        components = summaries["cluster_probs"].argmax(1)
+        n_clusters = self.module.n_clusters
         pieces = connected_pieces(latent, components)
         group = combined_components(
-            component_probabilities(latent, pieces), max_groups=n_clusters
+            component_probabilities(latent, pieces), min_entropy, max_groups=n_clusters
         )[pieces]
         guide = components_of_groups(components, group, n_clusters)[group]
         logger.info(

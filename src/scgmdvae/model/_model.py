@@ -431,9 +431,9 @@ class CGMDVAE(
 
         Without labels, a new model is by default pre-trained, its mixture initialised from
         Leiden communities of the latent space (of the input's principal components when no
-        condition or covariate is registered), trained guided by them and then freely
-        (``mixture_init``), each step with scVI's unsupervised training; with labelled cells it
-        uses
+        condition or covariate is registered), trained guided by them, then freely, then
+        guided by the free phase's vote (``mixture_init``), each step with scVI's unsupervised
+        training; with labelled cells it uses
         :class:`~scvi.dataloaders.SemiSupervisedDataSplitter`, which adds a minibatch of
         labelled cells to every step, and :class:`~scvi.train.SemiSupervisedTrainingPlan`,
         which logs classification loss and accuracy (``train_classification_loss``,
@@ -459,7 +459,7 @@ class CGMDVAE(
             :meth:`load_query_data`); they need a new model and at least 3 epochs. ``"auto"``
             is ``"leiden"`` where it applies and ``None`` elsewhere (no free component, a
             trained model, fewer epochs or cells). With an initialisation, training runs in
-            four phases (with labels, pre-training and the free phase are semi-supervised):
+            phases (with labels, pre-training and the free phase are semi-supervised):
 
             1. *pre-training* (``n_epochs_pretrain`` epochs) with the KL warm-up;
             2. *initial partition* of the posterior means of ``z`` (without labels and with
@@ -481,27 +481,38 @@ class CGMDVAE(
             3. *guided phase* (``n_epochs_guided`` epochs): the partition guides the mixture as
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
-            4. *free phase* (the remaining epochs): unsupervised training from there, in which
-               cells may move between components.
+            4. *free phase*: unsupervised training from there, in which cells may move between
+               components;
+            5. without labels, a *settling phase* (``n_epochs_guided`` epochs) guided by the
+               free phase's vote: each cluster of the guide goes, whole, to the component that
+               most of its cells are in at the end of the free phase, so that the free phase can
+               combine clusters (the halves of a cell type that Leiden split) but cannot cut
+               one (a part of a curved manifold, such as a digit's, that a Gaussian component
+               took); the clusters that the vote brought together are cut again into the pieces
+               that the kNN graph of the latent means connects (15 neighbours), and components
+               no cell is guided to are switched off (``q(y=k|z,c) = 0``).
 
-            When the model chooses the number of clusters, the epochs after pre-training are
-            two rounds of phases 3 and 4, each of half of them. Between the rounds the
-            components in use are first cut into the pieces that the kNN graph of the latent
-            means (15 neighbours) connects within each component's cells, a piece of fewer
-            than 15 cells joining the piece most of its cells' neighbours belong to; then the
-            pieces are combined where their cells overlap in the latent space: one pair at a
-            time, the pair whose cells are least sure between the Gaussians that the two
-            pieces' cells span first, while the mean entropy of that split per cell of the pair
-            is at least 0.025 nats (Baudry et al.'s entropy criterion of combining components,
-            per cell; user guide). The second round is guided by the combined clusters, each to
-            a component of its own (the one that holds most of its cells, else one that holds
-            none); every other component is switched off for good (``q(y=k|z,c) = 0``), so
-            that the second free phase can empty components but not open new ones.
+            When the model chooses the number of clusters, phases 3 and 4 run twice. Between the
+            two rounds the components by the first free phase's vote are first cut into the
+            pieces that the kNN graph of the latent means (15 neighbours) connects within each
+            component's cells, a piece of fewer than 15 cells joining the piece most of its
+            cells' neighbours belong to; then the pieces are combined where their cells overlap
+            in the latent space: one pair at a time, the pair whose cells are least sure
+            between the Gaussians that the two pieces' cells span first, while the mean entropy
+            of that split per cell of the pair is at least 0.025 nats (Baudry et al.'s entropy
+            criterion of combining components, per cell; user guide). The second round is
+            guided by the combined clusters, each to a component of its own (the one that holds
+            most of its cells, else one that holds none); every other component is switched
+            off for good, so that the second free phase can empty components but not open new
+            ones. The settling phase follows the second round.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
-            Epochs of each guided phase with ``mixture_init``; defaults to half of the epochs
-            of its round (all of them for a query with new components, see
+            Epochs of each guided phase with ``mixture_init``; the settling phase has as many,
+            or half of the epochs that the other guided phases leave if that is less, and the
+            free phases share the rest. By default the phases after pre-training share the
+            epochs equally (a third each with ``n_clusters`` given, a fifth when the model
+            chooses it, a half with labels; all of them for a query with new components, see
             :meth:`load_query_data`). ``n_epochs_pretrain`` plus ``n_epochs_guided`` per round
             may not exceed ``max_epochs``.
         lr

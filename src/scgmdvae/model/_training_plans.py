@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import SemiSupervisedTrainingPlan, TrainingPlan, TrainRunner
@@ -189,21 +190,25 @@ def lightning_noise_hidden() -> Iterator[None]:
 
 
 class PhaseTrainRunner(TrainRunner):
-    """:class:`~scvi.train.TrainRunner` that also keeps metrics first logged in a later phase.
+    """:class:`~scvi.train.TrainRunner` that indexes each phase's metrics by their epochs.
 
     scvi-tools extends the history of a model that was trained before only by the keys it
     already has, so the classification metrics of a guided phase that follows pre-training
-    would be dropped. New keys are added here, indexed after the epochs already recorded.
+    would be dropped, and it numbers the new rows of a key after that key's own rows, so the
+    metrics of a second guided phase would take the epochs of the free phase before it. Here
+    every key the phase logged is appended with the phase's epochs, numbered after the epochs
+    already recorded.
     """
 
     def _update_history(self) -> None:
-        previous = self.model.history_ if self.model.is_trained_ else None
-        known = set(previous) if isinstance(previous, dict) else None
-        n_epochs_before = max((len(v) for v in previous.values()), default=0) if known else 0
+        previous = dict(self.model.history_) if self.model.is_trained_ else None
         super()._update_history()
-        if known is None or not self.trainer.is_global_zero:
+        if not isinstance(previous, dict) or not self.trainer.is_global_zero:
             return
+        n_epochs_before = max((len(v) for v in previous.values()), default=0)
         for key, values in (_safe_load_logger_history(self.trainer) or {}).items():
-            if key not in known:
-                values.index = values.index + n_epochs_before
-                self.model.history_[key] = values
+            values.index = values.index + n_epochs_before
+            if key in previous:
+                values = pd.concat([previous[key], values])
+                values.index.name = previous[key].index.name
+            self.model.history_[key] = values
