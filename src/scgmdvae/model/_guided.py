@@ -234,12 +234,14 @@ class GuidedTrainingMixin:
         n_epochs_kl_warmup: int | None,
         **train_kwargs,
     ) -> None:
-        """Pre-train, partition the latent means by ``mixture_init``, train guided, then freely.
+        """Pre-train, partition the cells by ``mixture_init``, train guided, freely, and settle.
 
         See :meth:`train`, of which this is the schedule for ``mixture_init`` not ``None``.
-        With labels, pre-training and the free phase are semi-supervised and the guide is
-        :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels, plus free
-        components for the communities that have too few labelled cells.
+        Without known components the last free phase's result is read as a vote of the guide's
+        clusters (:func:`voted_components`), cut into connected pieces, and a settling phase
+        is guided by it. With labels, pre-training and the free phase are semi-supervised and
+        the guide is :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels,
+        plus free components for the communities that have too few labelled cells.
         """
         n_epochs_pretrain, rounds, n_epochs_settle = self._mixture_init_schedule(
             max_epochs, n_epochs_pretrain, n_epochs_guided
