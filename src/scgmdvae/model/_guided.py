@@ -262,10 +262,9 @@ class GuidedTrainingMixin:
             mixture_init,
             np.bincount(guide.codes),
         )
-        free_phase = None
-        for n_epochs_round, n_epochs_round_guided in rounds:
-            if free_phase is not None:
-                guide, n_observed = self._combined_guide(*free_phase)
+        for round_index, (n_epochs_round, n_epochs_round_guided) in enumerate(rounds):
+            if round_index > 0:
+                guide, n_observed = self._combined_guide(*self._free_phase_components())
                 self.module.keep_components(np.unique(guide.codes))
             self._train_on_guide(
                 INIT_GUIDE_KEY,
@@ -277,11 +276,8 @@ class GuidedTrainingMixin:
                 n_observed=n_observed,
                 **train_kwargs,
             )
-            if self._first_free_component() == 0:
-                summaries = self._posterior_summaries(self.adata)
-                free_phase = summaries["z"], summaries["cluster_probs"].argmax(1)
         if n_epochs_settle:
-            latent, components = free_phase
+            latent, components = self._free_phase_components()
             guide, n_observed = self._combined_guide(
                 latent, voted_components(guide.codes, components), min_entropy=np.inf
             )
@@ -297,6 +293,11 @@ class GuidedTrainingMixin:
                 n_observed=n_observed,
                 **train_kwargs,
             )
+
+    def _free_phase_components(self: CGMDVAE) -> tuple[np.ndarray, np.ndarray]:
+        """Return the latent means and each cell's most probable component."""
+        summaries = self._posterior_summaries(self.adata)
+        return summaries["z"], summaries["cluster_probs"].argmax(1)
 
     def _mixture_init_schedule(
         self: CGMDVAE, max_epochs: int, n_epochs_pretrain: int | None, n_epochs_guided: int | None
