@@ -85,7 +85,7 @@ def load_scaled_mnist() -> ad.AnnData:
 
 
 DEFAULTS_ROWS = ((10, "c*GMΔVÆ defaults K=10"), (None, "c*GMΔVÆ defaults, K chosen"))
-WEIGHTS_ROWS = ("dirichlet",)
+WEIGHTS_ROWS = ("dirichlet", "uniform")
 """Mixture weights in place of the defaults' at K = 10, for the ablation ``mnist-weights``."""
 
 
