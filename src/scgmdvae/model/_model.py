@@ -493,18 +493,18 @@ class CGMDVAE(
                no cell is guided to are switched off (``q(y=k|z,c) = 0``).
 
             When the model chooses the number of clusters, phases 3 and 4 run twice. Between the
-            two rounds the components by the first free phase's vote are first cut into the
-            pieces that the kNN graph of the latent means (15 neighbours) connects within each
-            component's cells, a piece of fewer than 15 cells joining the piece most of its
-            cells' neighbours belong to; then the pieces are combined where their cells overlap
-            in the latent space: one pair at a time, the pair whose cells are least sure
-            between the Gaussians that the two pieces' cells span first, while the mean entropy
-            of that split per cell of the pair is at least 0.025 nats (Baudry et al.'s entropy
-            criterion of combining components, per cell; user guide). The second round is
+            two rounds each cell's component at the end of the first free phase (not its vote) is
+            first cut into the pieces that the kNN graph of the latent means (15 neighbours)
+            connects within each component's cells, a piece of fewer than 15 cells joining the
+            piece most of its cells' neighbours belong to; then the pieces are combined where their
+            cells overlap in the latent space: one pair at a time, the pair whose cells are least
+            sure between the Gaussians that the two pieces' cells span first, while the mean
+            entropy of that split per cell of the pair is at least 0.025 nats (Baudry et al.'s
+            entropy criterion of combining components, per cell; user guide). The second round is
             guided by the combined clusters, each to a component of its own (the one that holds
-            most of its cells, else one that holds none); every other component is switched
-            off for good, so that the second free phase can empty components but not open new
-            ones. The settling phase follows the second round.
+            most of its cells, else one that holds none); every other component is switched off for
+            good, so that the second free phase can empty components but not open new ones. The
+            settling phase follows the second round.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
