@@ -1,9 +1,18 @@
 """The latent shifts between conditions of ``latent="shift"`` counterfactuals."""
 
+import math
+
 import pytest
 import torch
 
-from scgmdvae.model._latent_shift import MIN_CELLS_PER_CONDITION, condition_shifts
+from scgmdvae.model._latent_shift import (
+    MIN_CELLS_PER_CONDITION,
+    SHEPARD_POWERS,
+    condition_shifts,
+    interpolated_shifts,
+    inverse_distance_weights,
+    leave_one_out_power,
+)
 
 N = MIN_CELLS_PER_CONDITION
 
@@ -32,26 +41,64 @@ def test_a_cluster_seen_under_both_conditions_keeps_its_own_shift():
     assert defined.tolist() == [True, True]
 
 
-def test_an_unseen_cluster_takes_the_shifts_of_the_clusters_it_is_close_to():
-    # Under condition 0, cluster 2 lies 2 from cluster 0 (shift +1), 8 from cluster 1 (+3) and
-    # 98 from cluster 5 (+10): inverse squared distance weights. Cluster 3 has no cell under
-    # condition 0 and takes the median shift, +3, as does cluster 4, which has no cell at all.
+def test_a_local_response_is_interpolated_from_the_nearest_clusters():
+    # Two groups of shared clusters far apart, each with its own response (+1 near 0, +10 near
+    # 100): leave-one-cluster-out prefers steep weights, so cluster 4, next to the first group,
+    # takes +1 (the plain mean of the shifts would be +5.5). Cluster 5 has no cell under
+    # condition 0 and takes the median shift (+1, the lower of the two middle ones), as does
+    # cluster 6, which has no cell at all.
     z, clusters, conditions = _reference(
         (0, 0, [0.0]),
         (0, 1, [1.0]),
-        (1, 0, [10.0]),
-        (1, 1, [13.0]),
-        (2, 0, [2.0], 3),
-        (3, 1, [50.0]),
-        (5, 0, [100.0]),
-        (5, 1, [110.0]),
+        (1, 0, [1.0]),
+        (1, 1, [2.0]),
+        (2, 0, [100.0]),
+        (2, 1, [110.0]),
+        (3, 0, [101.0]),
+        (3, 1, [111.0]),
+        (4, 0, [2.0], 3),
+        (5, 1, [50.0]),
     )
-    shifts, _ = condition_shifts(z, clusters, conditions, 1, 6, 2)
-    weights = torch.tensor([2.0, 8.0, 98.0], dtype=torch.float64).pow(-2)
-    expected = (weights @ torch.tensor([1.0, 3.0, 10.0], dtype=torch.float64)) / weights.sum()
-    torch.testing.assert_close(shifts[0, 2], expected.float().reshape(1))
-    torch.testing.assert_close(shifts[0, [3, 4]], torch.tensor([[3.0], [3.0]]))
-    torch.testing.assert_close(shifts[0, [0, 1, 5]], torch.tensor([[1.0], [3.0], [10.0]]))
+    means, differences = (
+        torch.tensor([[0.0], [1.0], [100.0], [101.0]]),
+        torch.tensor([[1.0], [1.0], [10.0], [10.0]]),
+    )
+    power = leave_one_out_power(means, differences)
+    assert power >= 4
+    shifts, _ = condition_shifts(z, clusters, conditions, 1, 7, 2)
+    distances = torch.tensor([[2.0, 1.0, 98.0, 99.0]])
+    torch.testing.assert_close(shifts[0, 4], interpolated_shifts(distances, differences, power)[0])
+    assert abs(float(shifts[0, 4]) - 1.0) < 1e-3
+    torch.testing.assert_close(shifts[0, [5, 6]], torch.tensor([[1.0], [1.0]]))
+    torch.testing.assert_close(shifts[0, :4], differences)
+
+
+def test_a_response_unrelated_to_position_is_interpolated_as_the_mean_shift():
+    # Responses alternate along z (+1, +3, +1, +3): a cluster's neighbours predict it worse than
+    # the mean of the others, so the plain mean (power 0) is chosen and the unseen cluster 4,
+    # between clusters 1 and 2, takes the mean shift +2, not a neighbour's.
+    groups = [(k, 0, [float(k)]) for k in range(4)]
+    groups += [(k, 1, [float(k) + shift]) for k, shift in enumerate([1.0, 3.0, 1.0, 3.0])]
+    z, clusters, conditions = _reference(*groups, (4, 0, [1.5]))
+    means, differences = (
+        torch.arange(4.0).reshape(4, 1),
+        torch.tensor([[1.0], [3.0], [1.0], [3.0]]),
+    )
+    assert leave_one_out_power(means, differences) == 0
+    shifts, _ = condition_shifts(z, clusters, conditions, 1, 5, 2)
+    torch.testing.assert_close(shifts[0, 4], torch.tensor([2.0]))
+
+
+@pytest.mark.parametrize("power", SHEPARD_POWERS)
+def test_inverse_distance_weights_are_finite_and_favour_the_nearest_unless_flat(power):
+    distances = torch.tensor([[1e-3, 2e-3, 5.0], [3.0, 1.0, math.inf]])
+    weights = inverse_distance_weights(distances, power)
+    assert torch.isfinite(weights).all() and (weights >= 0).all()
+    assert weights[1, 2] == 0
+    if power == 0:
+        assert weights[0].unique().numel() == 1 and weights[1, :2].unique().numel() == 1
+    else:
+        assert (weights.argmax(1) == torch.tensor([0, 1])).all()
 
 
 def test_clusters_below_the_minimum_count_are_interpolated():

@@ -389,11 +389,13 @@ class GenerativeMixin:
           clusters in place of cell types. For a cluster ``k`` with at least 10 of the model's
           cells under both ``c`` and ``c'``, ``δ_k`` is the difference of its mean ``z`` under
           ``c'`` and under ``c``. A cluster not seen under ``c'`` (the scGen setting) takes
-          the shifts of those clusters weighted by the inverse squared distance of their mean
-          ``z`` under ``c`` to its own (Shepard's interpolation): the response of the types that
-          look most like it. Unlike scGen, ``z'`` is decoded under ``c'``: the conditions need
-          not share a region of ``z``. A ``ValueError`` says so when no cluster is seen under
-          both.
+          the shifts of those clusters weighted by an inverse power of the distance of their
+          mean ``z`` under ``c`` to its own (Shepard's interpolation): the response of the
+          types that look most like it. The power, from 0 (the plain mean of the shifts, as
+          scGen's one shift) to the nearest cluster's shift, is the one that best predicts
+          each seen cluster's shift from the others' (leave one cluster out). Unlike scGen,
+          ``z'`` is decoded under ``c'``: the conditions need not share a region of ``z``. A
+          ``ValueError`` says so when no cluster is seen under both.
         - ``"posterior"``: ``z' = z``; the decoder carries the condition effect (as scVI's
           ``transform_batch``).
         - ``"prior_mean"``: ``z' = mu_k(w,c')``, the mean of the cell's mixture component

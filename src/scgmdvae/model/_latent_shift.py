@@ -2,9 +2,62 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 MIN_CELLS_PER_CONDITION = 10
+
+SHEPARD_POWERS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
+"""Powers of the inverse-distance weights that :func:`condition_shifts` chooses from: 0 is the
+plain mean of the shared clusters' shifts (scGen's balanced shift), ``inf`` the shift of the
+nearest shared cluster."""
+
+
+def inverse_distance_weights(distances: torch.Tensor, power: float) -> torch.Tensor:
+    """Shepard's weights ``distance ** -power``, each row scaled by its nearest distance.
+
+    The scaling leaves the normalised weights as they are and keeps large powers from
+    overflowing; ``power=inf`` weights the nearest point(s) only. Infinite distances weigh 0.
+    """
+    distances = distances.clamp(min=torch.finfo(distances.dtype).eps)
+    relative = distances / distances.min(-1, keepdim=True).values
+    if math.isinf(power):
+        return (relative == 1).to(distances.dtype)
+    return torch.where(distances.isinf(), 0.0, relative.pow(-power))
+
+
+def interpolated_shifts(
+    distances: torch.Tensor, differences: torch.Tensor, power: float
+) -> torch.Tensor:
+    """Inverse-distance weighted means of the rows of ``differences``, one per distances row.
+
+    ``distances`` is ``(n_points, n_shared)``: from each point to the clusters whose shifts are
+    the rows of ``differences``, ``(n_shared, n_latent)``.
+    """
+    weights = inverse_distance_weights(distances, power)
+    return weights @ differences / weights.sum(-1, keepdim=True)
+
+
+def leave_one_out_power(means: torch.Tensor, differences: torch.Tensor) -> float:
+    """Return the power of :data:`SHEPARD_POWERS` that best predicts each shift from the others'.
+
+    Each shared cluster's shift is interpolated from the other shared clusters' (from its
+    mean ``z`` under the source condition); the power with the least mean squared error over
+    the clusters is returned, the smallest on ties (as with two clusters, where every power
+    predicts each from the other). With fewer than two clusters the power does not matter: 0.
+    """
+    if len(means) < 2:
+        return SHEPARD_POWERS[0]
+    distances = torch.cdist(means, means, compute_mode="donot_use_mm_for_euclid_dist")
+    distances.fill_diagonal_(math.inf)
+    errors = [
+        float(
+            (interpolated_shifts(distances, differences, power) - differences).pow(2).sum(1).mean()
+        )
+        for power in SHEPARD_POWERS
+    ]
+    return SHEPARD_POWERS[errors.index(min(errors))]
 
 
 def condition_shifts(
@@ -20,10 +73,12 @@ def condition_shifts(
     A cluster with at least ``MIN_CELLS_PER_CONDITION`` cells under both a condition ``c`` and
     ``target`` (a shared cluster) has its own shift, the difference of its mean ``z`` under
     ``target`` and under ``c`` (scGen's shift of one cell type). The shift of any other cluster
-    with cells under ``c`` is interpolated from the shared clusters' shifts by inverse squared
-    distance weighting (Shepard's interpolation) between the clusters' means under ``c``: a
-    type not seen under ``target`` takes the response of the types that look most like it
-    under ``c``, and a shared cluster, at distance 0 from itself, keeps its own. A cluster
+    with cells under ``c`` is interpolated from the shared clusters' shifts by inverse distance
+    weighting (Shepard's interpolation) between the clusters' means under ``c``: a type not
+    seen under ``target`` takes the response of the types that look most like it under ``c``.
+    The power of the weights, from the plain mean of the shifts (0) to the nearest cluster's
+    (``inf``), is the one that predicts the shared clusters' own shifts best from each other
+    (:func:`leave_one_out_power`), so the data say how local the response is. A cluster
     without cells under ``c`` takes the coordinate-wise median of the shared clusters' shifts.
 
     Parameters
@@ -60,11 +115,11 @@ def condition_shifts(
         if source == target or not shared.any():
             continue
         differences = means[target, shared] - means[source, shared]
+        power = leave_one_out_power(means[source, shared], differences)
         distances = torch.cdist(
             means[source], means[source, shared], compute_mode="donot_use_mm_for_euclid_dist"
         )
-        weights = distances.clamp(min=torch.finfo(z.dtype).eps).pow(-2)
-        interpolated = weights @ differences / weights.sum(1, keepdim=True)
+        interpolated = interpolated_shifts(distances, differences, power)
         interpolated[shared] = differences
         present = (counts[source] > 0).unsqueeze(-1)
         shifts[source] = torch.where(present, interpolated, differences.median(0).values)
