@@ -126,9 +126,12 @@ def test_mixture_initialisation_recovers_blobs_and_leaves_adata(mixture_init):
     history = model.history
     assert len(history["elbo_train"]) == N_EPOCHS
     # metrics first logged in the guided phase are kept, indexed by their epochs: the guided
-    # phase, then the settling phase after the free phase
-    guided_epochs = [*range(10, 20), *range(30, 40)]
-    assert list(history["train_classification_loss"].index) == guided_epochs
+    # phase, then the settling phase after a free phase of at least two epochs (until the vote
+    # settles), which takes the epochs the free phase leaves
+    guided_epochs = list(history["train_classification_loss"].index)
+    n_free = N_EPOCHS - len(guided_epochs) - 10
+    assert 2 <= n_free <= 10
+    assert guided_epochs == [*range(10, 20), *range(20 + n_free, N_EPOCHS)]
     # the initial clusters are learnable: q(y|z,c) reproduces them by the end of the guided phase
     assert history["train_accuracy"].iloc[-1, 0] > 0.95
     pd.testing.assert_frame_equal(adata.obs, obs_before)

@@ -34,6 +34,7 @@ from ._mixture_init import (
 )
 from ._training import default_kl_warmup_epochs, run_training
 from ._training_plans import GUIDE_REGISTRY_KEY
+from ._vote_stop import StopWhenVoteSettles
 
 if TYPE_CHECKING:
     from ._model import CGMDVAE
@@ -176,13 +177,16 @@ class GuidedTrainingMixin:
         n_epochs_kl_warmup: int | None,
         guide_weight: float | None,
         n_observed: int | None = None,
+        stop_when_vote_settles: bool = False,
         plan_kwargs: dict | None = None,
         **train_kwargs,
-    ) -> None:
+    ) -> int:
         """Run the two phases of :meth:`train_guided`, guided by ``guide`` (one code per cell).
 
         Guide codes below ``n_observed`` (default: every category) are observed components;
-        cells with higher codes are unobserved in the guided phase.
+        cells with higher codes are unobserved in the guided phase. With
+        ``stop_when_vote_settles``, the free phase ends once the guide's vote settles
+        (:class:`StopWhenVoteSettles`). Returns the number of epochs trained.
         """
         if n_observed is None:
             n_observed = len(guide.categories)
@@ -218,12 +222,21 @@ class GuidedTrainingMixin:
             plan_kwargs=plan_kwargs,
             **train_kwargs,
         )
-        if max_epochs > n_epochs_guided:
-            self.train(
-                max_epochs=max_epochs - n_epochs_guided,
-                plan_kwargs={**(plan_kwargs or {}), "n_epochs_kl_warmup": None},
-                **train_kwargs,
-            )
+        if max_epochs == n_epochs_guided:
+            return n_epochs_guided
+        callbacks = list(train_kwargs.pop("callbacks", None) or [])
+        if stop_when_vote_settles:
+            stop = StopWhenVoteSettles(guide.codes, lambda: self._free_phase_components()[1])
+            callbacks.append(stop)
+        self.train(
+            max_epochs=max_epochs - n_epochs_guided,
+            plan_kwargs={**(plan_kwargs or {}), "n_epochs_kl_warmup": None},
+            callbacks=callbacks,
+            **train_kwargs,
+        )
+        if stop_when_vote_settles:
+            return n_epochs_guided + stop.n_epochs
+        return max_epochs
 
     def _train_from_partition(
         self: CGMDVAE,
@@ -266,7 +279,7 @@ class GuidedTrainingMixin:
             if round_index > 0:
                 guide, n_observed = self._combined_guide(*self._free_phase_components())
                 self.module.keep_components(np.unique(guide.codes))
-            self._train_on_guide(
+            n_epochs_trained = self._train_on_guide(
                 INIT_GUIDE_KEY,
                 guide,
                 max_epochs=n_epochs_round,
@@ -274,8 +287,10 @@ class GuidedTrainingMixin:
                 n_epochs_kl_warmup=0,
                 guide_weight=None,
                 n_observed=n_observed,
+                stop_when_vote_settles=n_epochs_settle > 0,
                 **train_kwargs,
             )
+            n_epochs_settle += n_epochs_round - n_epochs_trained
         if n_epochs_settle:
             latent, components = self._free_phase_components()
             guide, n_observed = self._combined_guide(
@@ -312,7 +327,9 @@ class GuidedTrainingMixin:
         (:func:`voted_components`). After pre-training every guided phase has
         ``n_epochs_guided`` epochs, by default an equal share of the epochs; the settling phase
         as many, or half of what the other guided phases leave if that is less; the free
-        phases share the rest. A query's new components are guided for all of them.
+        phases share the rest, at most (:class:`StopWhenVoteSettles` may end them earlier and
+        add what they leave to the settling phase). A query's new components are guided for all
+        of them.
         """
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)

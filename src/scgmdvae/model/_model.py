@@ -482,7 +482,12 @@ class CGMDVAE(
                in :meth:`train_guided`, so that the component means, the weights and
                ``q(y|z,c)`` start from it;
             4. *free phase*: unsupervised training from there, in which cells may move between
-               components;
+               components; without labels it ends at the first epoch after which the vote of
+               the guide's clusters (5.) is the one of the epoch before (at least two epochs;
+               at most its share of the epochs, the rest going to the settling phase): once no
+               cluster changes its majority component, more free training only lets the
+               Gaussians drift along curved manifolds, and a late drift can carry one cluster's
+               majority into another's component;
             5. without labels, a *settling phase* (``n_epochs_guided`` epochs) guided by the
                free phase's vote: each cluster of the guide goes, whole, to the component that
                most of its cells are in at the end of the free phase, so that the free phase can
@@ -510,7 +515,8 @@ class CGMDVAE(
         n_epochs_guided
             Epochs of each guided phase with ``mixture_init``; the settling phase has as many,
             or half of the epochs that the other guided phases leave if that is less, and the
-            free phases share the rest. By default the phases after pre-training share the
+            free phases share the rest (and give the settling phase what they leave when the
+            vote settles first). By default the phases after pre-training share the
             epochs equally (a third each with ``n_clusters`` given, a fifth when the model
             chooses it, a half with labels; all of them for a query with new components, see
             :meth:`load_query_data`). ``n_epochs_pretrain`` plus ``n_epochs_guided`` per round
