@@ -123,6 +123,18 @@ def test_latent_distribution_is_returned_as_means_and_variances(model):
     )
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: model.get_latent_representation(indices=[]),
+        lambda model: model.predict_condition_response("B", indices=np.array([], dtype=int)),
+    ],
+)
+def test_an_empty_selection_of_cells_is_refused_with_a_message(model, call):
+    with pytest.raises(ValueError, match="selects no cell"):
+        call(model)
+
+
 def test_scvi_posterior_summaries_work(model):
     adata = model.adata.copy()
     model.differential_abundance(adata, sample_key="condition")

@@ -638,12 +638,14 @@ class CGMDVAE(
             )
 
     def _make_data_loader(self, adata: AnnData, indices: Sequence[int] | None = None, **kwargs):
-        """scvi-tools' data loader; refuses unsorted ``indices`` of an AnnData opened backed.
+        """scvi-tools' data loader; refuses empty ``indices``, and unsorted ones when backed.
 
-        scvi-tools reads the rows of an on-disk (``backed="r"``) AnnData in increasing order
-        within each minibatch, so outputs for unsorted indices would silently come back
-        reordered.
+        An empty selection would otherwise fail later without saying why; scvi-tools reads the
+        rows of an on-disk (``backed="r"``) AnnData in increasing order within each minibatch,
+        so outputs for unsorted indices would silently come back reordered.
         """
+        if indices is not None and len(indices) == 0:
+            raise ValueError("`indices` selects no cell; pass at least one.")
         if indices is not None and adata.isbacked and (np.diff(np.asarray(indices)) < 0).any():
             raise ValueError(
                 "adata is backed (on disk), where scvi-tools reads each minibatch's cells in "
