@@ -7,11 +7,11 @@ import torch
 
 from scgmdvae.model._latent_shift import (
     MIN_CELLS_PER_CONDITION,
-    SHEPARD_POWERS,
     condition_shifts,
-    interpolated_shifts,
-    inverse_distance_weights,
-    leave_one_out_power,
+    kernel_correlations,
+    kriged_shifts,
+    kriging_log_likelihood,
+    maximum_likelihood_kernel,
 )
 
 N = MIN_CELLS_PER_CONDITION
@@ -41,12 +41,12 @@ def test_a_cluster_seen_under_both_conditions_keeps_its_own_shift():
     assert defined.tolist() == [True, True]
 
 
-def test_a_local_response_is_interpolated_from_the_nearest_clusters():
+def test_a_local_response_is_kriged_from_the_nearest_clusters_and_the_mean_far_away():
     # Two groups of shared clusters far apart, each with its own response (+1 near 0, +10 near
-    # 100): leave-one-cluster-out prefers steep weights, so cluster 4, next to the first group,
-    # takes +1 (the plain mean of the shifts would be +5.5). Cluster 5 has no cell under
-    # condition 0 and takes the median shift (+1, the lower of the two middle ones), as does
-    # cluster 6, which has no cell at all.
+    # 100): the fitted length scale spans each group, not the gap, so cluster 4, next to the
+    # first group, takes +1, and cluster 7, far from both, the mean response +5.5 (not the
+    # nearest group's +10). Cluster 5 has no cell under condition 0 and takes the median shift
+    # (+1, the lower of the two middle ones), as does cluster 6, which has no cell at all.
     z, clusters, conditions = _reference(
         (0, 0, [0.0]),
         (0, 1, [1.0]),
@@ -58,47 +58,66 @@ def test_a_local_response_is_interpolated_from_the_nearest_clusters():
         (3, 1, [111.0]),
         (4, 0, [2.0], 3),
         (5, 1, [50.0]),
+        (7, 0, [1000.0]),
     )
-    means, differences = (
-        torch.tensor([[0.0], [1.0], [100.0], [101.0]]),
-        torch.tensor([[1.0], [1.0], [10.0], [10.0]]),
-    )
-    power = leave_one_out_power(means, differences)
-    assert power >= 4
-    shifts, _ = condition_shifts(z, clusters, conditions, 1, 7, 2)
-    distances = torch.tensor([[2.0, 1.0, 98.0, 99.0]])
-    torch.testing.assert_close(shifts[0, 4], interpolated_shifts(distances, differences, power)[0])
-    assert abs(float(shifts[0, 4]) - 1.0) < 1e-3
+    shifts, _ = condition_shifts(z, clusters, conditions, 1, 8, 2)
+    assert abs(float(shifts[0, 4]) - 1.0) < 0.05
+    assert abs(float(shifts[0, 7]) - 5.5) < 1e-3
     torch.testing.assert_close(shifts[0, [5, 6]], torch.tensor([[1.0], [1.0]]))
-    torch.testing.assert_close(shifts[0, :4], differences)
+    torch.testing.assert_close(shifts[0, :4], torch.tensor([[1.0], [1.0], [10.0], [10.0]]))
 
 
-def test_a_response_unrelated_to_position_is_interpolated_as_the_mean_shift():
-    # Responses alternate along z (+1, +3, +1, +3): a cluster's neighbours predict it worse than
-    # the mean of the others, so the plain mean (power 0) is chosen and the unseen cluster 4,
-    # between clusters 1 and 2, takes the mean shift +2, not a neighbour's.
+def test_a_response_unrelated_to_position_is_kriged_towards_the_mean_shift():
+    # Responses alternate along z (+1, +3, +1, +3): neighbours do not predict each other, so the
+    # likelihood prefers a short length scale and a large nugget, and the unseen cluster 4,
+    # nearest to cluster 1 (+3), takes a shift nearer the mean +2 than its neighbour's.
     groups = [(k, 0, [float(k)]) for k in range(4)]
     groups += [(k, 1, [float(k) + shift]) for k, shift in enumerate([1.0, 3.0, 1.0, 3.0])]
-    z, clusters, conditions = _reference(*groups, (4, 0, [1.5]))
-    means, differences = (
-        torch.arange(4.0).reshape(4, 1),
-        torch.tensor([[1.0], [3.0], [1.0], [3.0]]),
-    )
-    assert leave_one_out_power(means, differences) == 0
+    z, clusters, conditions = _reference(*groups, (4, 0, [1.2]))
     shifts, _ = condition_shifts(z, clusters, conditions, 1, 5, 2)
-    torch.testing.assert_close(shifts[0, 4], torch.tensor([2.0]))
+    assert 2.0 < float(shifts[0, 4]) < 2.5
 
 
-@pytest.mark.parametrize("power", SHEPARD_POWERS)
-def test_inverse_distance_weights_are_finite_and_favour_the_nearest_unless_flat(power):
-    distances = torch.tensor([[1e-3, 2e-3, 5.0], [3.0, 1.0, math.inf]])
-    weights = inverse_distance_weights(distances, power)
-    assert torch.isfinite(weights).all() and (weights >= 0).all()
-    assert weights[1, 2] == 0
-    if power == 0:
-        assert weights[0].unique().numel() == 1 and weights[1, :2].unique().numel() == 1
-    else:
-        assert (weights.argmax(1) == torch.tensor([0, 1])).all()
+@pytest.mark.parametrize("length_scale", [0.5, 1.5, 4.0])
+def test_the_maximum_likelihood_kernel_recovers_the_length_scale_of_a_gaussian_process(
+    length_scale,
+):
+    generator = torch.Generator().manual_seed(0)
+    points = 10 * torch.rand(30, 1, generator=generator, dtype=torch.float64)
+    covariance = kernel_correlations(torch.cdist(points, points), length_scale)
+    factor = torch.linalg.cholesky(covariance + 1e-6 * torch.eye(30, dtype=torch.float64))
+    values = 3 + 2 * factor @ torch.randn(30, 200, generator=generator, dtype=torch.float64)
+    fitted, nugget = maximum_likelihood_kernel(points, values)
+    assert length_scale / 1.3 < fitted < length_scale * 1.3
+    assert nugget <= 1e-3
+
+
+def test_the_kriging_likelihood_is_the_gaussian_log_density_at_the_fitted_mean_and_variance():
+    generator = torch.Generator().manual_seed(1)
+    points = torch.randn(6, 2, generator=generator, dtype=torch.float64)
+    values = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    distances = torch.cdist(points, points)
+    length_scale, nugget = 0.8, 0.1
+    correlations = kernel_correlations(distances, length_scale) + nugget * torch.eye(6)
+    inverse = torch.linalg.inv(correlations)
+    ones = torch.ones(6, dtype=torch.float64)
+    mean = ones @ inverse @ values / (ones @ inverse @ ones)
+    residuals = values - mean
+    variance = float(torch.einsum("ik,ij,jk->", residuals, inverse, residuals)) / values.numel()
+    density = torch.distributions.MultivariateNormal(
+        mean.unsqueeze(-1).expand(-1, 6), variance * correlations
+    )
+    log_density = float(density.log_prob(values.T).sum())
+    constant = -0.5 * values.numel() * (1 + math.log(2 * math.pi))
+    assert kriging_log_likelihood(distances, values, length_scale, nugget) + constant == (
+        pytest.approx(log_density)
+    )
+
+
+def test_kriging_with_one_point_returns_its_value_everywhere():
+    shifts = kriged_shifts(torch.zeros(1, 2), torch.tensor([[1.0, -2.0]]), torch.randn(3, 2))
+    assert shifts.dtype == torch.float32
+    torch.testing.assert_close(shifts, torch.tensor([[1.0, -2.0]]).expand(3, -1))
 
 
 def test_clusters_below_the_minimum_count_are_interpolated():

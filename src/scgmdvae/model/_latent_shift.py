@@ -8,56 +8,100 @@ import torch
 
 MIN_CELLS_PER_CONDITION = 10
 
-SHEPARD_POWERS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
-"""Powers of the inverse-distance weights that :func:`condition_shifts` chooses from: 0 is the
-plain mean of the shared clusters' shifts (scGen's balanced shift), ``inf`` the shift of the
-nearest shared cluster."""
+N_LENGTH_SCALES = 25
+"""Length scales of the kriging kernel that :func:`maximum_likelihood_kernel` compares, spaced
+geometrically from a quarter of the smallest distance between the points to four times the
+largest."""
+
+NUGGETS = (1e-6, 1e-3, 1e-2, 0.1, 0.3, 1.0)
+"""Variances of each point's own deviation from the smooth response, relative to the
+response's, that :func:`maximum_likelihood_kernel` compares."""
 
 
-def inverse_distance_weights(distances: torch.Tensor, power: float) -> torch.Tensor:
-    """Shepard's weights ``distance ** -power``, each row scaled by its nearest distance.
+def kernel_correlations(distances: torch.Tensor, length_scale: float) -> torch.Tensor:
+    """Squared-exponential correlations ``exp(-distance² / (2 length_scale²))``."""
+    return torch.exp(-0.5 * (distances / length_scale).pow(2))
 
-    The scaling leaves the normalised weights as they are and keeps large powers from
-    overflowing; ``power=inf`` weights the nearest point(s) only. Infinite distances weigh 0.
+
+def _kriging_fit(
+    distances: torch.Tensor, values: torch.Tensor, length_scale: float, nugget: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cholesky factor of the points' correlations, the estimated mean, the residuals."""
+    correlations = kernel_correlations(distances, length_scale)
+    correlations = correlations + nugget * torch.eye(
+        len(values), dtype=values.dtype, device=values.device
+    )
+    factor = torch.linalg.cholesky(correlations)
+    ones = torch.ones(len(values), 1, dtype=values.dtype, device=values.device)
+    weights = torch.cholesky_solve(ones, factor)
+    mean = weights.T @ values / weights.sum()
+    return factor, mean, values - mean
+
+
+def kriging_log_likelihood(
+    distances: torch.Tensor, values: torch.Tensor, length_scale: float, nugget: float
+) -> float:
+    """Profile log-likelihood of a Gaussian process with constant mean, up to a constant.
+
+    ``values`` is ``(n_points, n_outputs)``, each column an independent draw of a Gaussian
+    process with an unknown constant mean, variance ``s²`` and covariance
+    ``s² (kernel_correlations(distances, length_scale) + nugget · I)`` between the points;
+    the mean and ``s²`` take their maximum-likelihood values (the generalised least-squares
+    mean and the mean squared standardised residual).
     """
-    distances = distances.clamp(min=torch.finfo(distances.dtype).eps)
-    relative = distances / distances.min(-1, keepdim=True).values
-    if math.isinf(power):
-        return (relative == 1).to(distances.dtype)
-    return torch.where(distances.isinf(), 0.0, relative.pow(-power))
+    factor, _, residuals = _kriging_fit(distances, values, length_scale, nugget)
+    n_outputs = values.shape[1]
+    quadratic = (residuals * torch.cholesky_solve(residuals, factor)).sum()
+    variance = float(quadratic.clamp(min=torch.finfo(values.dtype).tiny)) / values.numel()
+    log_determinant = 2 * float(factor.diagonal().log().sum())
+    return -0.5 * (values.numel() * math.log(variance) + n_outputs * log_determinant)
 
 
-def interpolated_shifts(
-    distances: torch.Tensor, differences: torch.Tensor, power: float
+def maximum_likelihood_kernel(points: torch.Tensor, values: torch.Tensor) -> tuple[float, float]:
+    """Length scale and nugget that maximise :func:`kriging_log_likelihood` on a grid.
+
+    The length scales are :data:`N_LENGTH_SCALES` values from a quarter of the smallest
+    positive distance between ``points`` to four times the largest, the nuggets
+    :data:`NUGGETS`; the first maximum is returned (the shortest length scale, then the
+    smallest nugget). Points that all coincide have no scale to measure: 1.
+    """
+    distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
+    positive = distances[distances > 0]
+    if positive.numel() == 0:
+        return 1.0, NUGGETS[0]
+    scales = torch.logspace(
+        math.log10(float(positive.min()) / 4),
+        math.log10(float(positive.max()) * 4),
+        N_LENGTH_SCALES,
+        dtype=torch.float64,
+    )
+    grid = [(float(scale), nugget) for scale in scales for nugget in NUGGETS]
+    likelihoods = [kriging_log_likelihood(distances, values, *kernel) for kernel in grid]
+    return grid[likelihoods.index(max(likelihoods))]
+
+
+def kriged_shifts(
+    points: torch.Tensor, values: torch.Tensor, queries: torch.Tensor
 ) -> torch.Tensor:
-    """Inverse-distance weighted means of the rows of ``differences``, one per distances row.
+    """Ordinary kriging of ``values`` at ``points`` to ``queries``, kernel by maximum likelihood.
 
-    ``distances`` is ``(n_points, n_shared)``: from each point to the clusters whose shifts are
-    the rows of ``differences``, ``(n_shared, n_latent)``.
+    The prediction at a query is the estimated mean plus the kernel-weighted residuals of the
+    points (the Gaussian process' posterior mean): a query near a point takes that point's
+    value, one far from every point (beyond a few length scales) the mean, so a type unlike
+    every seen one falls back on the average response rather than its nearest type's.
+    ``points`` is ``(n_points, n_dims)``, ``values`` ``(n_points, n_outputs)``, ``queries``
+    ``(n_queries, n_dims)``; computed in double precision, returned in ``values``' dtype.
     """
-    weights = inverse_distance_weights(distances, power)
-    return weights @ differences / weights.sum(-1, keepdim=True)
-
-
-def leave_one_out_power(means: torch.Tensor, differences: torch.Tensor) -> float:
-    """Return the power of :data:`SHEPARD_POWERS` that best predicts each shift from the others'.
-
-    Each shared cluster's shift is interpolated from the other shared clusters' (from its
-    mean ``z`` under the source condition); the power with the least mean squared error over
-    the clusters is returned, the smallest on ties (as with two clusters, where every power
-    predicts each from the other). With fewer than two clusters the power does not matter: 0.
-    """
-    if len(means) < 2:
-        return SHEPARD_POWERS[0]
-    distances = torch.cdist(means, means, compute_mode="donot_use_mm_for_euclid_dist")
-    distances.fill_diagonal_(math.inf)
-    errors = [
-        float(
-            (interpolated_shifts(distances, differences, power) - differences).pow(2).sum(1).mean()
-        )
-        for power in SHEPARD_POWERS
-    ]
-    return SHEPARD_POWERS[errors.index(min(errors))]
+    dtype = values.dtype
+    points, values, queries = points.double(), values.double(), queries.double()
+    if len(points) < 2:
+        return values.mean(0, keepdim=True).expand(len(queries), -1).to(dtype)
+    length_scale, nugget = maximum_likelihood_kernel(points, values)
+    distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
+    factor, mean, residuals = _kriging_fit(distances, values, length_scale, nugget)
+    to_queries = torch.cdist(queries, points, compute_mode="donot_use_mm_for_euclid_dist")
+    weights = kernel_correlations(to_queries, length_scale)
+    return (mean + weights @ torch.cholesky_solve(residuals, factor)).to(dtype)
 
 
 def condition_shifts(
@@ -73,13 +117,12 @@ def condition_shifts(
     A cluster with at least ``MIN_CELLS_PER_CONDITION`` cells under both a condition ``c`` and
     ``target`` (a shared cluster) has its own shift, the difference of its mean ``z`` under
     ``target`` and under ``c`` (scGen's shift of one cell type). The shift of any other cluster
-    with cells under ``c`` is interpolated from the shared clusters' shifts by inverse distance
-    weighting (Shepard's interpolation) between the clusters' means under ``c``: a type not
-    seen under ``target`` takes the response of the types that look most like it under ``c``.
-    The power of the weights, from the plain mean of the shifts (0) to the nearest cluster's
-    (``inf``), is the one that predicts the shared clusters' own shifts best from each other
-    (:func:`leave_one_out_power`), so the data say how local the response is. A cluster
-    without cells under ``c`` takes the coordinate-wise median of the shared clusters' shifts.
+    with cells under ``c`` is kriged from the shared clusters' shifts over the clusters' means
+    under ``c`` (:func:`kriged_shifts`, kernel by maximum likelihood): a type not seen under
+    ``target`` takes the response of the types that look most like it under ``c`` when there
+    are such types within the response's length scale, and the average response when it is
+    unlike all of them. A cluster without cells under ``c`` takes the coordinate-wise median
+    of the shared clusters' shifts.
 
     Parameters
     ----------
@@ -115,11 +158,7 @@ def condition_shifts(
         if source == target or not shared.any():
             continue
         differences = means[target, shared] - means[source, shared]
-        power = leave_one_out_power(means[source, shared], differences)
-        distances = torch.cdist(
-            means[source], means[source, shared], compute_mode="donot_use_mm_for_euclid_dist"
-        )
-        interpolated = interpolated_shifts(distances, differences, power)
+        interpolated = kriged_shifts(means[source, shared], differences, means[source])
         interpolated[shared] = differences
         present = (counts[source] > 0).unsqueeze(-1)
         shifts[source] = torch.where(present, interpolated, differences.median(0).values)
