@@ -7,6 +7,7 @@ import scvi
 import scgmdvae
 from scgmdvae import CGMDVAE
 from scgmdvae.metrics import hungarian_mapping
+from scgmdvae.model import _generative as generative
 from scgmdvae.model import _latent_shift as latent_shift
 
 N_MARKERS = 10
@@ -125,6 +126,30 @@ def test_counterfactual_for_a_held_out_cluster_condition_pair(held_out_blobs, la
     cells = np.flatnonzero(train.obs["cluster"] == "type_0")
     predicted_lfc = _predicted_log_fold_change(model, cells, latent)
     assert np.corrcoef(predicted_lfc, log_means[0, 1] - log_means[0, 0])[0, 1] >= 0.7
+
+
+def test_shift_draws_carry_the_kriging_variance_of_an_unseen_cluster(held_out_blobs, monkeypatch):
+    # type_0 was never seen under B, so its shift is kriged and drawn with its variance in each
+    # of n_samples draws; type_1 keeps its own shift. Scaled up, the variance widens the spread
+    # of type_0's predictions only.
+    model, train, _ = held_out_blobs
+    kriged = latent_shift.condition_shifts
+
+    def scaled(*args, **kwargs):
+        shifts, variances, defined = kriged(*args, **kwargs)
+        return latent_shift.ConditionShifts(shifts, 1e4 * variances, defined)
+
+    def spread(cluster: str) -> float:
+        cells = np.flatnonzero(train.obs["cluster"] == cluster)
+        scvi.settings.seed = 0
+        predicted = model.predict_condition_response("B", indices=cells, n_samples=20)
+        return float((predicted.layers["std"] / predicted.X).mean())
+
+    before = {cluster: spread(cluster) for cluster in ("type_0", "type_1")}
+    monkeypatch.setattr(generative, "condition_shifts", scaled)
+    after = {cluster: spread(cluster) for cluster in ("type_0", "type_1")}
+    assert after["type_0"] > 2 * before["type_0"]
+    assert after["type_1"] == pytest.approx(before["type_1"], rel=1e-5)
 
 
 def test_shift_needs_a_cluster_seen_in_both_conditions(trained_blobs, monkeypatch):

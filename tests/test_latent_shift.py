@@ -35,8 +35,9 @@ def test_a_cluster_seen_under_both_conditions_keeps_its_own_shift():
         (1, 0, [5.0, 1.0]),
         (1, 1, [7.0, 3.0]),
     )
-    shifts, defined = condition_shifts(z, clusters, conditions, 1, 2, 2)
+    shifts, variances, defined = condition_shifts(z, clusters, conditions, 1, 2, 2)
     torch.testing.assert_close(shifts[0], torch.tensor([[1.0, 0.0], [2.0, 2.0]]))
+    assert (variances == 0).all()
     assert (shifts[1] == 0).all()
     assert defined.tolist() == [True, True]
 
@@ -45,8 +46,8 @@ def test_a_local_response_is_kriged_from_the_nearest_clusters_and_the_mean_far_a
     # Two groups of shared clusters far apart, each with its own response (+1 near 0, +10 near
     # 100): the fitted length scale spans each group, not the gap, so cluster 4, next to the
     # first group, takes +1, and cluster 7, far from both, the mean response +5.5 (not the
-    # nearest group's +10). Cluster 5 has no cell under condition 0 and takes the median shift
-    # (+1, the lower of the two middle ones), as does cluster 6, which has no cell at all.
+    # nearest group's +10), with a larger variance. Cluster 5 has no cell under condition 0,
+    # and cluster 6 no cell at all: no position, so the mean response too.
     z, clusters, conditions = _reference(
         (0, 0, [0.0]),
         (0, 1, [1.0]),
@@ -60,11 +61,13 @@ def test_a_local_response_is_kriged_from_the_nearest_clusters_and_the_mean_far_a
         (5, 1, [50.0]),
         (7, 0, [1000.0]),
     )
-    shifts, _ = condition_shifts(z, clusters, conditions, 1, 8, 2)
+    shifts, variances, _ = condition_shifts(z, clusters, conditions, 1, 8, 2)
     assert abs(float(shifts[0, 4]) - 1.0) < 0.05
-    assert abs(float(shifts[0, 7]) - 5.5) < 1e-3
-    torch.testing.assert_close(shifts[0, [5, 6]], torch.tensor([[1.0], [1.0]]))
+    torch.testing.assert_close(shifts[0, 5:], torch.full((3, 1), 5.5))
     torch.testing.assert_close(shifts[0, :4], torch.tensor([[1.0], [1.0], [10.0], [10.0]]))
+    assert (variances[0, :4] == 0).all() and (variances[1] == 0).all()
+    assert 0 < variances[0, 4] < variances[0, 7] / 100
+    assert variances[0, 5] == variances[0, 6] == variances[0, 7]
 
 
 def test_a_response_unrelated_to_position_is_kriged_towards_the_mean_shift():
@@ -74,7 +77,7 @@ def test_a_response_unrelated_to_position_is_kriged_towards_the_mean_shift():
     groups = [(k, 0, [float(k)]) for k in range(4)]
     groups += [(k, 1, [float(k) + shift]) for k, shift in enumerate([1.0, 3.0, 1.0, 3.0])]
     z, clusters, conditions = _reference(*groups, (4, 0, [1.2]))
-    shifts, _ = condition_shifts(z, clusters, conditions, 1, 5, 2)
+    shifts = condition_shifts(z, clusters, conditions, 1, 5, 2).shifts
     assert 2.0 < float(shifts[0, 4]) < 2.5
 
 
@@ -114,10 +117,27 @@ def test_the_kriging_likelihood_is_the_gaussian_log_density_at_the_fitted_mean_a
     )
 
 
-def test_kriging_with_one_point_returns_its_value_everywhere():
-    shifts = kriged_shifts(torch.zeros(1, 2), torch.tensor([[1.0, -2.0]]), torch.randn(3, 2))
-    assert shifts.dtype == torch.float32
+def test_kriging_variances_are_calibrated_on_a_gaussian_process():
+    # 30 points and 20 queries of 200 independent draws of one process: the errors of the
+    # kriged queries, divided by their predicted standard deviations, have unit variance.
+    generator = torch.Generator().manual_seed(2)
+    locations = 10 * torch.rand(50, 1, generator=generator, dtype=torch.float64)
+    covariance = kernel_correlations(torch.cdist(locations, locations), 1.5)
+    factor = torch.linalg.cholesky(covariance + 1e-2 * torch.eye(50, dtype=torch.float64))
+    values = 3 + 2 * factor @ torch.randn(50, 200, generator=generator, dtype=torch.float64)
+    points, queries = locations[:30], locations[30:]
+    predictions, variances = kriged_shifts(points, values[:30], torch.cdist(queries, points))
+    standardised = (predictions - values[30:]) / variances.sqrt().unsqueeze(-1)
+    assert 0.8 < float(standardised.pow(2).mean()) < 1.25
+
+
+def test_kriging_with_one_point_returns_its_value_everywhere_without_a_variance():
+    shifts, variances = kriged_shifts(
+        torch.zeros(1, 2), torch.tensor([[1.0, -2.0]]), torch.rand(3, 1)
+    )
+    assert shifts.dtype == variances.dtype == torch.float32
     torch.testing.assert_close(shifts, torch.tensor([[1.0, -2.0]]).expand(3, -1))
+    assert (variances == 0).all()
 
 
 def test_clusters_below_the_minimum_count_are_interpolated():
@@ -126,13 +146,13 @@ def test_clusters_below_the_minimum_count_are_interpolated():
     z, clusters, conditions = _reference(
         (0, 0, [0.0]), (0, 1, [1.0]), (1, 0, [5.0]), (1, 1, [9.0], N - 1)
     )
-    shifts, _ = condition_shifts(z, clusters, conditions, 1, 2, 2)
+    shifts = condition_shifts(z, clusters, conditions, 1, 2, 2).shifts
     torch.testing.assert_close(shifts[0], torch.tensor([[1.0], [1.0]]))
 
 
 def test_a_condition_sharing_no_cluster_with_the_target_has_no_shift():
     z, clusters, conditions = _reference((0, 0, [0.0]), (1, 1, [1.0]))
-    shifts, defined = condition_shifts(z, clusters, conditions, 1, 2, 2)
+    shifts, _, defined = condition_shifts(z, clusters, conditions, 1, 2, 2)
     assert defined.tolist() == [False, True]
     assert (shifts == 0).all()
 
@@ -140,5 +160,5 @@ def test_a_condition_sharing_no_cluster_with_the_target_has_no_shift():
 @pytest.mark.parametrize("target", [0, 1])
 def test_the_shift_between_two_conditions_is_antisymmetric(target):
     z, clusters, conditions = _reference((0, 0, [0.0]), (0, 1, [1.0]))
-    shifts, _ = condition_shifts(z, clusters, conditions, target, 1, 2)
+    shifts = condition_shifts(z, clusters, conditions, target, 1, 2).shifts
     assert shifts[target, 0] == 0 and shifts[1 - target, 0] == (1.0 if target == 1 else -1.0)

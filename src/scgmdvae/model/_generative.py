@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS
 from torch.distributions import Distribution, Normal
 
 from ..module._module import COUNT_LIKELIHOODS
-from ._latent_shift import MIN_CELLS_PER_CONDITION, condition_shifts
+from ._latent_shift import MIN_CELLS_PER_CONDITION, ConditionShifts, condition_shifts
 
 COUNTERFACTUAL_LATENTS = ("posterior", "shift", "prior_mean", "abduction")
 GENERATIVE_COVARIATES = ("library", "batch_index", "cat_covs", "cont_covs")
@@ -274,7 +274,7 @@ class GenerativeMixin:
         return decoded.reshape(n_clusters, n_steps, -1).cpu().numpy()
 
     @torch.inference_mode()
-    def _latent_shifts(self, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latent_shifts(self, target: int) -> ConditionShifts:
         """:func:`condition_shifts` to ``target`` over the model's cells (posterior means)."""
         z, clusters, conditions = [], [], []
         for tensors in self._make_data_loader(adata=self.adata):
@@ -292,9 +292,16 @@ class GenerativeMixin:
             len(self.condition_names),
         )
 
-    def _shifts_for(self, target: int, indices: np.ndarray, adata: AnnData) -> torch.Tensor:
-        """:meth:`_latent_shifts`, refused when a predicted cell's condition has none."""
-        shifts, defined = self._latent_shifts(target)
+    def _shift_draws(
+        self, target: int, indices: np.ndarray, adata: AnnData, n_samples: int
+    ) -> torch.Tensor:
+        """Shifts to ``target``, ``(n_draws, n_conditions, n_clusters, n_latent)``.
+
+        One draw, the shifts themselves, when ``n_samples`` is 1; else ``n_samples`` draws
+        with each kriged shift drawn from its kriging distribution. Refused when a predicted
+        cell's condition has no shifts.
+        """
+        shifts, variances, defined = self._latent_shifts(target)
         manager = self.get_anndata_manager(adata, required=True)
         codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         undefined = [self.condition_names[c] for c in np.unique(codes[indices]) if not defined[c]]
@@ -304,7 +311,10 @@ class GenerativeMixin:
                 f"model's cells in both {undefined[0]!r} and {self.condition_names[target]!r}; "
                 "there is none. Use latent='posterior'."
             )
-        return shifts
+        if n_samples == 1:
+            return shifts.unsqueeze(0)
+        noise = torch.randn((n_samples, *shifts.shape), dtype=shifts.dtype, device=shifts.device)
+        return shifts + variances.sqrt().unsqueeze(-1) * noise
 
     def _cluster_of(self, inference: dict, labels: torch.Tensor) -> torch.Tensor:
         """Return each cell's label if labelled, else its most probable cluster of ``q(y|z,c)``."""
@@ -322,7 +332,8 @@ class GenerativeMixin:
     ) -> torch.Tensor:
         """``z'`` of :meth:`predict_condition_response` for cells of cluster ``y``.
 
-        ``shifts`` are :func:`condition_shifts`' rows, one per source condition and cluster.
+        ``shifts`` are one draw of :meth:`_shift_draws`, ``(n_conditions, n_clusters,
+        n_latent)``.
         """
         if latent == "posterior":
             return z
@@ -346,7 +357,8 @@ class GenerativeMixin:
         """Predictions of a minibatch under condition ``target``, ``(n_samples, cells, genes)``.
 
         One draw at the posterior means of ``z`` and ``w`` when ``n_samples`` is 1, else
-        ``n_samples`` draws from ``q(z|x,c)`` and ``q(w|x,c)``.
+        ``n_samples`` draws from ``q(z|x,c)`` and ``q(w|x,c)``; draw ``i`` takes the shifts
+        ``shifts[i]`` of :meth:`_shift_draws`.
         """
         inference = self.module.inference(**self.module._get_inference_input(tensors))
         observed = self._covariates_of(tensors, inference)
@@ -359,9 +371,10 @@ class GenerativeMixin:
             else zip(qz.sample((n_samples,)), qw.sample((n_samples,)), strict=True)
         )
         predictions = []
-        for z, w in draws:
+        for draw, (z, w) in enumerate(draws):
+            draw_shifts = None if shifts is None else shifts[draw]
             z_target = self._counterfactual_latent(
-                latent, z, w, y, observed, counterfactual, shifts
+                latent, z, w, y, observed, counterfactual, draw_shifts
             )
             predictions.append(self._observation(z_target, counterfactual).mean.cpu())
         return torch.stack(predictions)
@@ -389,13 +402,12 @@ class GenerativeMixin:
           clusters in place of cell types. For a cluster ``k`` with at least 10 of the model's
           cells under both ``c`` and ``c'``, ``δ_k`` is the difference of its mean ``z`` under
           ``c'`` and under ``c``. A cluster not seen under ``c'`` (the scGen setting) takes
-          the shifts of those clusters weighted by an inverse power of the distance of their
-          mean ``z`` under ``c`` to its own (Shepard's interpolation): the response of the
-          types that look most like it. The power, from 0 (the plain mean of the shifts, as
-          scGen's one shift) to the nearest cluster's shift, is the one that best predicts
-          each seen cluster's shift from the others' (leave one cluster out). Unlike scGen,
-          ``z'`` is decoded under ``c'``: the conditions need not share a region of ``z``. A
-          ``ValueError`` says so when no cluster is seen under both.
+          the shift kriged from theirs over the clusters' mean ``z`` under ``c`` (a Gaussian
+          process with a constant mean, its length scale and noise by maximum likelihood):
+          the response of the types that look most like it when some lie within the length
+          scale, and the average response (as scGen's one shift) when it is unlike all of
+          them. Unlike scGen, ``z'`` is decoded under ``c'``: the conditions need not share
+          a region of ``z``. A ``ValueError`` says so when no cluster is seen under both.
         - ``"posterior"``: ``z' = z``; the decoder carries the condition effect (as scVI's
           ``transform_batch``).
         - ``"prior_mean"``: ``z' = mu_k(w,c')``, the mean of the cell's mixture component
@@ -433,7 +445,11 @@ class GenerativeMixin:
             Number of posterior draws of ``z`` and ``w`` per cell; ``1`` uses the posterior
             means. With more, ``X`` is the mean of the draws' predictions and
             ``layers["std"]`` their standard deviation: the posterior uncertainty of the
-            counterfactual (the cluster ``k`` is the posterior mean's).
+            counterfactual (the cluster ``k`` is the posterior mean's). With ``"shift"``, each
+            draw also draws the kriged shift of a cluster not seen under ``c'`` from its
+            kriging distribution (one shift per draw for all of the cluster's cells), so
+            that the spread includes how uncertain the borrowed response is: more for a type
+            unlike every seen one.
         batch_size
             Minibatch size for the forward pass.
 
@@ -460,7 +476,9 @@ class GenerativeMixin:
             indices = indices[codes[indices] == source]
             if indices.size == 0:
                 raise ValueError(f"No given cell is in condition {source_condition!r}.")
-        shifts = self._shifts_for(target, indices, adata) if latent == "shift" else None
+        shifts = (
+            self._shift_draws(target, indices, adata, n_samples) if latent == "shift" else None
+        )
         fixed_library = None if library_size == "observed" else library_size
         predictions = []
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)

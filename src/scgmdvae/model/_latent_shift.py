@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -81,27 +82,62 @@ def maximum_likelihood_kernel(points: torch.Tensor, values: torch.Tensor) -> tup
 
 
 def kriged_shifts(
-    points: torch.Tensor, values: torch.Tensor, queries: torch.Tensor
-) -> torch.Tensor:
-    """Ordinary kriging of ``values`` at ``points`` to ``queries``, kernel by maximum likelihood.
+    points: torch.Tensor, values: torch.Tensor, query_distances: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ordinary kriging of ``values`` at ``points`` to queries, kernel by maximum likelihood.
 
     The prediction at a query is the estimated mean plus the kernel-weighted residuals of the
     points (the Gaussian process' posterior mean): a query near a point takes that point's
-    value, one far from every point (beyond a few length scales) the mean, so a type unlike
-    every seen one falls back on the average response rather than its nearest type's.
-    ``points`` is ``(n_points, n_dims)``, ``values`` ``(n_points, n_outputs)``, ``queries``
-    ``(n_queries, n_dims)``; computed in double precision, returned in ``values``' dtype.
+    value, one far from every point (beyond a few length scales, or at infinite distance) the
+    mean, so a type unlike every seen one falls back on the average response rather than its
+    nearest type's. The variance is that of the query's own value about the prediction
+    (nugget included), the same for every output: small next to a point, largest far from
+    all. With one point there is nothing to fit: its value, variance 0.
+
+    Parameters
+    ----------
+    points
+        ``(n_points, n_dims)``.
+    values
+        ``(n_points, n_outputs)``.
+    query_distances
+        Distances of the queries to the points, ``(n_queries, n_points)``; ``inf`` allowed.
+
+    Returns
+    -------
+    Predictions ``(n_queries, n_outputs)`` and variances ``(n_queries,)``, computed in double
+    precision and returned in ``values``' dtype.
     """
     dtype = values.dtype
-    points, values, queries = points.double(), values.double(), queries.double()
+    points, values, query_distances = points.double(), values.double(), query_distances.double()
     if len(points) < 2:
-        return values.mean(0, keepdim=True).expand(len(queries), -1).to(dtype)
+        predictions = values.mean(0, keepdim=True).expand(len(query_distances), -1)
+        return predictions.to(dtype), values.new_zeros(len(query_distances)).to(dtype)
     length_scale, nugget = maximum_likelihood_kernel(points, values)
     distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
     factor, mean, residuals = _kriging_fit(distances, values, length_scale, nugget)
-    to_queries = torch.cdist(queries, points, compute_mode="donot_use_mm_for_euclid_dist")
-    weights = kernel_correlations(to_queries, length_scale)
-    return (mean + weights @ torch.cholesky_solve(residuals, factor)).to(dtype)
+    correlations = kernel_correlations(query_distances, length_scale)
+    predictions = mean + correlations @ torch.cholesky_solve(residuals, factor)
+    variance = (residuals * torch.cholesky_solve(residuals, factor)).sum() / values.numel()
+    ones = torch.ones(len(points), 1, dtype=values.dtype, device=values.device)
+    precision_ones = torch.cholesky_solve(ones, factor)
+    explained = (correlations * torch.cholesky_solve(correlations.T, factor).T).sum(1)
+    mean_error = (1 - correlations @ precision_ones).squeeze(1).pow(2) / precision_ones.sum()
+    variances = variance * (1 + nugget - explained + mean_error)
+    return predictions.to(dtype), variances.clamp(min=0).to(dtype)
+
+
+class ConditionShifts(NamedTuple):
+    """:func:`condition_shifts`' result."""
+
+    shifts: torch.Tensor
+    """``(n_conditions, n_clusters, n_latent)``: the shift of each cluster from each condition."""
+    variances: torch.Tensor
+    """``(n_conditions, n_clusters)``: the kriging variance of each latent coordinate of a
+    kriged shift; 0 for a cluster's own shift."""
+    defined: torch.Tensor
+    """``(n_conditions,)``: whether the condition shares a cluster with the target (a
+    condition that does not has zero shifts)."""
 
 
 def condition_shifts(
@@ -111,7 +147,7 @@ def condition_shifts(
     target: int,
     n_clusters: int,
     n_conditions: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> ConditionShifts:
     """Shift of ``z`` from every condition to ``target``, for the cells of each cluster.
 
     A cluster with at least ``MIN_CELLS_PER_CONDITION`` cells under both a condition ``c`` and
@@ -121,8 +157,9 @@ def condition_shifts(
     under ``c`` (:func:`kriged_shifts`, kernel by maximum likelihood): a type not seen under
     ``target`` takes the response of the types that look most like it under ``c`` when there
     are such types within the response's length scale, and the average response when it is
-    unlike all of them. A cluster without cells under ``c`` takes the coordinate-wise median
-    of the shared clusters' shifts.
+    unlike all of them; a cluster without cells under ``c`` has no position there and takes
+    the average response. A kriged shift comes with its variance, which grows with the
+    cluster's distance from the shared clusters.
 
     Parameters
     ----------
@@ -139,9 +176,8 @@ def condition_shifts(
 
     Returns
     -------
-    The shifts, ``(n_conditions, n_clusters, n_latent)``, and whether each condition has them,
-    ``(n_conditions,)``: a condition that shares no cluster with ``target`` has none (its rows
-    are zero). The target's own shifts are zero.
+    The shifts, their variances and which conditions have them (:class:`ConditionShifts`);
+    the target's own shifts are zero.
     """
     cells = conditions.long() * n_clusters + clusters.long()
     counts = torch.bincount(cells, minlength=n_conditions * n_clusters)
@@ -151,6 +187,7 @@ def condition_shifts(
     means = sums.reshape(n_conditions, n_clusters, -1) / counts.clamp(min=1).unsqueeze(-1)
     observed = counts >= MIN_CELLS_PER_CONDITION
     shifts = torch.zeros(n_conditions, n_clusters, z.shape[1], dtype=z.dtype, device=z.device)
+    variances = torch.zeros(n_conditions, n_clusters, dtype=z.dtype, device=z.device)
     defined = torch.zeros(n_conditions, dtype=torch.bool, device=z.device)
     for source in range(n_conditions):
         shared = observed[source] & observed[target]
@@ -158,8 +195,13 @@ def condition_shifts(
         if source == target or not shared.any():
             continue
         differences = means[target, shared] - means[source, shared]
-        interpolated = kriged_shifts(means[source, shared], differences, means[source])
-        interpolated[shared] = differences
-        present = (counts[source] > 0).unsqueeze(-1)
-        shifts[source] = torch.where(present, interpolated, differences.median(0).values)
-    return shifts, defined
+        distances = torch.cdist(
+            means[source], means[source, shared], compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        distances[counts[source] == 0] = math.inf
+        shifts[source], variances[source] = kriged_shifts(
+            means[source, shared], differences, distances
+        )
+        shifts[source, shared] = differences
+        variances[source, shared] = 0
+    return ConditionShifts(shifts, variances, defined)
