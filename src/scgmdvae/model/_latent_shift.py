@@ -24,19 +24,39 @@ def kernel_correlations(distances: torch.Tensor, length_scale: float) -> torch.T
     return torch.exp(-0.5 * (distances / length_scale).pow(2))
 
 
+class _KrigingFit(NamedTuple):
+    """A Gaussian process with constant mean fitted to ``values`` at fixed kernel settings."""
+
+    factor: torch.Tensor
+    """Cholesky factor of the points' correlations ``R`` (nugget included)."""
+    mean: torch.Tensor
+    """``(1, n_outputs)``: the generalised least-squares mean."""
+    weighted_residuals: torch.Tensor
+    """``R⁻¹ (values − mean)``, ``(n_points, n_outputs)``."""
+    weighted_ones: torch.Tensor
+    """``R⁻¹ 1``, ``(n_points, 1)``."""
+    variance: float
+    """``s²``, the mean squared standardised residual (its maximum-likelihood value)."""
+
+
 def _kriging_fit(
     distances: torch.Tensor, values: torch.Tensor, length_scale: float, nugget: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cholesky factor of the points' correlations, the estimated mean, the residuals."""
+) -> _KrigingFit:
+    """Fit the mean and ``s²`` of the process with the given length scale and nugget."""
     correlations = kernel_correlations(distances, length_scale)
     correlations = correlations + nugget * torch.eye(
         len(values), dtype=values.dtype, device=values.device
     )
     factor = torch.linalg.cholesky(correlations)
     ones = torch.ones(len(values), 1, dtype=values.dtype, device=values.device)
-    weights = torch.cholesky_solve(ones, factor)
-    mean = weights.T @ values / weights.sum()
-    return factor, mean, values - mean
+    weighted_ones = torch.cholesky_solve(ones, factor)
+    mean = weighted_ones.T @ values / weighted_ones.sum()
+    residuals = values - mean
+    weighted_residuals = torch.cholesky_solve(residuals, factor)
+    quadratic = (residuals * weighted_residuals).sum().clamp(min=torch.finfo(values.dtype).tiny)
+    return _KrigingFit(
+        factor, mean, weighted_residuals, weighted_ones, float(quadratic) / values.numel()
+    )
 
 
 def kriging_log_likelihood(
@@ -50,12 +70,9 @@ def kriging_log_likelihood(
     the mean and ``s²`` take their maximum-likelihood values (the generalised least-squares
     mean and the mean squared standardised residual).
     """
-    factor, _, residuals = _kriging_fit(distances, values, length_scale, nugget)
-    n_outputs = values.shape[1]
-    quadratic = (residuals * torch.cholesky_solve(residuals, factor)).sum()
-    variance = float(quadratic.clamp(min=torch.finfo(values.dtype).tiny)) / values.numel()
-    log_determinant = 2 * float(factor.diagonal().log().sum())
-    return -0.5 * (values.numel() * math.log(variance) + n_outputs * log_determinant)
+    fit = _kriging_fit(distances, values, length_scale, nugget)
+    log_determinant = 2 * float(fit.factor.diagonal().log().sum())
+    return -0.5 * (values.numel() * math.log(fit.variance) + values.shape[1] * log_determinant)
 
 
 def maximum_likelihood_kernel(points: torch.Tensor, values: torch.Tensor) -> tuple[float, float]:
@@ -115,15 +132,12 @@ def kriged_shifts(
         return predictions.to(dtype), values.new_zeros(len(query_distances)).to(dtype)
     length_scale, nugget = maximum_likelihood_kernel(points, values)
     distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
-    factor, mean, residuals = _kriging_fit(distances, values, length_scale, nugget)
+    fit = _kriging_fit(distances, values, length_scale, nugget)
     correlations = kernel_correlations(query_distances, length_scale)
-    predictions = mean + correlations @ torch.cholesky_solve(residuals, factor)
-    variance = (residuals * torch.cholesky_solve(residuals, factor)).sum() / values.numel()
-    ones = torch.ones(len(points), 1, dtype=values.dtype, device=values.device)
-    precision_ones = torch.cholesky_solve(ones, factor)
-    explained = (correlations * torch.cholesky_solve(correlations.T, factor).T).sum(1)
-    mean_error = (1 - correlations @ precision_ones).squeeze(1).pow(2) / precision_ones.sum()
-    variances = variance * (1 + nugget - explained + mean_error)
+    predictions = fit.mean + correlations @ fit.weighted_residuals
+    explained = (correlations * torch.cholesky_solve(correlations.T, fit.factor).T).sum(1)
+    mean_error = (1 - correlations @ fit.weighted_ones).squeeze(1).pow(2) / fit.weighted_ones.sum()
+    variances = fit.variance * (1 + nugget - explained + mean_error)
     return predictions.to(dtype), variances.clamp(min=0).to(dtype)
 
 
