@@ -1,17 +1,16 @@
 import numpy as np
 import pytest
-from scipy.stats import multivariate_normal
 
 from scgmdvae.model._component_merging import (
     MIN_PAIR_ENTROPY,
     combined_components,
-    component_probabilities,
     components_of_groups,
     connected_pieces,
     pair_entropies,
     voted_components,
 )
 from scgmdvae.model._mixture_init import N_NEIGHBORS
+from scgmdvae.model._spanned_mixture import component_probabilities
 
 
 def _probs(rows: list[list[float]], repeats: int = 50) -> np.ndarray:
@@ -58,20 +57,6 @@ def test_combining_continues_while_the_pair_entropy_is_high_enough():
     separated = np.eye(3).repeat(10, axis=0)
     np.testing.assert_array_equal(combined_components(separated), [0, 1, 2])
     assert pair_entropies(_probs([[0.998, 0.002], [0.002, 0.998]])).max() < MIN_PAIR_ENTROPY
-
-
-def test_component_probabilities_are_the_posterior_of_the_components_gaussians():
-    rng = np.random.default_rng(0)
-    latent = np.vstack([rng.normal(0, 1, (60, 2)), rng.normal((3, 0), (1, 2), (40, 2))])
-    components = np.repeat([0, 1], [60, 40])
-    densities = np.column_stack(
-        [
-            share * multivariate_normal(cells.mean(0), np.cov(cells.T)).pdf(latent)
-            for share, cells in ((0.6, latent[:60]), (0.4, latent[60:]))
-        ]
-    )
-    expected = densities / densities.sum(1, keepdims=True)
-    np.testing.assert_allclose(component_probabilities(latent, components), expected, rtol=1e-4)
 
 
 def test_pieces_of_one_cloud_are_combined_and_separate_clouds_are_not():

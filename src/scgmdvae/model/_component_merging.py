@@ -21,20 +21,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
-from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
 from sklearn.neighbors import kneighbors_graph
 
 from ._mixture_init import N_NEIGHBORS
+from ._spanned_mixture import entropy
 
 MIN_PAIR_ENTROPY = 0.025
 """Mean entropy (nats per cell) of the split between two components above which they are one
 cluster. Two equally large one-dimensional Gaussians of unit variance have this entropy when
 their means are about 4.7 apart (0.06 at 4, 0.36 at 2, where their mixture stops being
 bimodal)."""
-
-COVARIANCE_RIDGE = 1e-6
-"""Added to the diagonal of every component's covariance, so that it is invertible."""
 
 
 def connected_pieces(
@@ -108,48 +104,6 @@ def voted_components(guide: np.ndarray, components: np.ndarray) -> np.ndarray:
     return counts.argmax(1)[guide]
 
 
-def _entropy(probs: np.ndarray) -> np.ndarray:
-    """``−Σ_cells p log p`` of each column of ``probs`` (``0 log 0 = 0``)."""
-    logs = np.log(np.clip(probs, np.finfo(np.float64).tiny, None))
-    return -(probs * logs).sum(0)
-
-
-def component_probabilities(latent: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """Posterior probabilities of the Gaussian mixture spanned by each component's cells.
-
-    Component ``k`` is the Gaussian of the mean and covariance of its cells' ``latent``, with
-    weight its share of the cells. A component with no more cells than latent dimensions, whose
-    covariance cannot be estimated, takes the pooled covariance of all components around their
-    means (the typical shape of a component).
-
-    Parameters
-    ----------
-    latent
-        Cells × latent dimensions.
-    components
-        Component code ``0 … n−1`` of each cell, every code in use.
-
-    Returns
-    -------
-    Cells × components probabilities (rows sum to 1).
-    """
-    latent = np.asarray(latent, dtype=np.float64)
-    components = np.asarray(components, dtype=np.int64)
-    n_cells, n_dims = latent.shape
-    n_components = components.max() + 1
-    means = np.stack([latent[components == k].mean(0) for k in range(n_components)])
-    ridge = COVARIANCE_RIDGE * np.eye(n_dims)
-    residuals = latent - means[components]
-    pooled = residuals.T @ residuals / max(n_cells - n_components, 1) + ridge
-    log_probs = np.empty((n_cells, n_components))
-    for k in range(n_components):
-        cells = latent[components == k]
-        covariance = np.cov(cells, rowvar=False) + ridge if len(cells) > n_dims else pooled
-        gaussian = multivariate_normal(means[k], covariance, allow_singular=True)
-        log_probs[:, k] = np.log(len(cells) / n_cells) + gaussian.logpdf(latent)
-    return np.exp(log_probs - logsumexp(log_probs, axis=1, keepdims=True))
-
-
 def pair_entropies(probs: np.ndarray) -> np.ndarray:
     """Mean entropy of the split between each pair of components, per cell of the pair.
 
@@ -166,13 +120,13 @@ def pair_entropies(probs: np.ndarray) -> np.ndarray:
     -------
     Symmetric components × components matrix, ``-inf`` on the diagonal.
     """
-    singles = _entropy(probs)
+    singles = entropy(probs)
     sizes = probs.sum(0)
     n_components = probs.shape[1]
     entropies = np.full((n_components, n_components), -np.inf)
     for first in range(n_components - 1):
         unions = probs[:, [first]] + probs[:, first + 1 :]
-        removed = singles[first] + singles[first + 1 :] - _entropy(unions)
+        removed = singles[first] + singles[first + 1 :] - entropy(unions)
         shares = np.clip(sizes[first] + sizes[first + 1 :], np.finfo(np.float64).tiny, None)
         entropies[first, first + 1 :] = entropies[first + 1 :, first] = removed / shares
     return entropies
@@ -187,7 +141,7 @@ def combined_components(
     ----------
     probs
         Cells × components assignment probabilities (rows sum to 1), for example
-        :func:`component_probabilities`.
+        :func:`~scgmdvae.model._spanned_mixture.component_probabilities`.
     min_entropy
         Pairs are combined, the highest first, while the mean entropy of their split
         (:func:`pair_entropies`) is at least this.

@@ -18,12 +18,12 @@ from ..module._module import COUNT_LIKELIHOODS
 from ._component_merging import (
     MIN_PAIR_ENTROPY,
     combined_components,
-    component_probabilities,
     components_of_groups,
     connected_pieces,
     voted_components,
 )
 from ._mixture_init import (
+    LEIDEN_RESTARTS,
     MixtureInit,
     condition_centred,
     free_component_guide,
@@ -32,6 +32,7 @@ from ._mixture_init import (
     novel_communities,
     unlabelled_communities,
 )
+from ._spanned_mixture import component_probabilities
 from ._training import default_kl_warmup_epochs, run_training
 from ._training_plans import GUIDE_REGISTRY_KEY
 from ._vote_stop import StopWhenVoteSettles
@@ -414,7 +415,9 @@ class GuidedTrainingMixin:
         """Guide of the guided phase, from a partition of the cells; its observed codes.
 
         Without known components (no labels, not a query), the partition itself, of
-        :meth:`_unsupervised_partition_space`. Otherwise, partitioning the latent means,
+        :meth:`_unsupervised_partition_space`, the most distinct of ``LEIDEN_RESTARTS`` Leiden
+        runs (:func:`~scgmdvae.model._mixture_init.leiden_partition`): its communities become
+        the components. Otherwise, partitioning the latent means,
         the labels, plus free components for the communities of unknown types: in a labelled
         model, communities with too few labelled cells, the other unlabelled cells unobserved
         (code ``n_clusters``); in a query with new components, communities whose cells are
@@ -425,7 +428,9 @@ class GuidedTrainingMixin:
         first_free = self._first_free_component()
         if first_free == 0:
             space = self._unsupervised_partition_space(mixture_init)
-            communities = initial_partition(mixture_init, space, n_clusters, seed)
+            communities = initial_partition(
+                mixture_init, space, n_clusters, seed, n_restarts=LEIDEN_RESTARTS
+            )
             return pd.Categorical(communities), len(np.unique(communities))
         summaries = self._posterior_summaries(self.adata)
         latent = summaries["z"]

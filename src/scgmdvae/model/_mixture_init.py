@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
+import igraph
 import numpy as np
 import scanpy as sc
 from anndata import AnnData
@@ -11,56 +13,101 @@ from scipy import sparse
 from scipy.stats import binom
 from sklearn.cluster import KMeans
 
+from ._spanned_mixture import most_distinct_partition
+
 MixtureInit = Literal["leiden", "kmeans"]
 N_NEIGHBORS = 15
 N_PRINCIPAL_COMPONENTS = 50
 """Principal components of the input for :func:`input_principal_components`, as scanpy's."""
 MAX_BISECTIONS = 20
+LEIDEN_RESTARTS = 20
+"""Leiden runs compared for a partition that becomes the mixture's initial components (the
+seconds they take are few next to an epoch of training)."""
 FREE_COMMUNITY_SIGNIFICANCE = 0.01
 """Family-wise error rate of the test for communities with too few labelled cells."""
 NOVEL_COMMUNITY_PVALUE = 0.05
 """A query community is new when the median novelty p-value of its cells is below this."""
 
 
-def leiden_partition(latent: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """Leiden communities of the kNN graph of ``latent``, as close to ``n_clusters`` as possible.
+def knn_graph(latent: np.ndarray, seed: int) -> igraph.Graph:
+    """Scanpy's kNN graph of ``latent`` (UMAP connectivities), as a weighted igraph graph.
 
-    The graph is scanpy's (15 neighbours, UMAP connectivities), with the neighbours searched
-    exactly by scikit-learn; the resolution is bisected on a log scale between 0.001 and 10
-    until Leiden finds ``n_clusters`` communities, and the partition with the most communities
-    not above ``n_clusters`` is kept. If even the lowest resolution gives more (a graph of many
-    disconnected parts), they are merged by :func:`merge_communities`.
+    15 neighbours, searched exactly by scikit-learn; each pair of neighbours is one edge,
+    weighted by its connectivity.
     """
-    graph = AnnData(np.asarray(latent, dtype=np.float32))
+    data = AnnData(np.asarray(latent, dtype=np.float32))
     sc.pp.neighbors(
-        graph, n_neighbors=N_NEIGHBORS, use_rep="X", transformer="sklearn", random_state=seed
+        data, n_neighbors=N_NEIGHBORS, use_rep="X", transformer="sklearn", random_state=seed
+    )
+    edges = sparse.triu(data.obsp["connectivities"], k=1).tocoo()
+    return igraph.Graph(
+        n=data.n_obs,
+        edges=np.column_stack([edges.row, edges.col]).tolist(),
+        edge_attrs={"weight": edges.data},
     )
 
-    def communities(resolution: float) -> np.ndarray:
-        sc.tl.leiden(
-            graph,
-            resolution=resolution,
-            flavor="igraph",
-            n_iterations=2,
-            directed=False,
-            random_state=seed,
-        )
-        return graph.obs["leiden"].cat.codes.to_numpy()
 
+def leiden_communities(graph: igraph.Graph, resolution: float, seed: int) -> np.ndarray:
+    """Community code ``0 … n-1`` of each vertex: igraph's Leiden, modularity at ``resolution``.
+
+    Two iterations, as scanpy's ``sc.tl.leiden(flavor="igraph")``; igraph's random numbers are
+    drawn from a generator seeded with ``seed`` and given back to :mod:`random` afterwards.
+    """
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        clustering = graph.community_leiden(
+            objective_function="modularity",
+            weights="weight",
+            resolution=resolution,
+            n_iterations=2,
+        )
+    finally:
+        igraph.set_random_number_generator(random)
+    return np.unique(clustering.membership, return_inverse=True)[1]
+
+
+def leiden_partition(
+    latent: np.ndarray, n_clusters: int, seed: int, n_restarts: int = 1
+) -> np.ndarray:
+    """Leiden communities of the kNN graph of ``latent``, as close to ``n_clusters`` as possible.
+
+    The graph is :func:`knn_graph`, the communities :func:`leiden_communities`; the resolution
+    is bisected on a log scale between 0.001 and 10 until Leiden finds ``n_clusters``
+    communities, and the partition with the most communities not above ``n_clusters`` is kept.
+    If even the lowest resolution gives more (a graph of many disconnected parts), they are
+    merged by :func:`merge_communities`.
+
+    Leiden's result depends on its random seed: at the resolution that gives ``n_clusters``
+    communities it may cut one large group of cells in two in one run and separate two
+    smaller groups in the next. With ``n_restarts > 1``, Leiden runs again at that resolution
+    with the seeds after ``seed``, and of the partitions with as many communities the one whose
+    communities are most distinct is kept: the lowest mean entropy of the cells' assignments
+    in the Gaussian mixture the communities span
+    (:func:`~scgmdvae.model._spanned_mixture.most_distinct_partition`), ties to the first run. As
+    k-means keeps the restart of least inertia, this keeps the restart whose communities overlap
+    least.
+    """
+    graph = knn_graph(latent, seed)
     low, high = np.log(1e-3), np.log(10.0)
-    best = communities(float(np.exp(low)))
+    best_resolution = float(np.exp(low))
+    best = leiden_communities(graph, best_resolution, seed)
     for _ in range(MAX_BISECTIONS):
         middle = (low + high) / 2
-        codes = communities(float(np.exp(middle)))
+        codes = leiden_communities(graph, float(np.exp(middle)), seed)
         count = codes.max() + 1
         if best.max() + 1 < count <= n_clusters:
-            best = codes
+            best, best_resolution = codes, float(np.exp(middle))
         if count == n_clusters:
             break
         low, high = (middle, high) if count < n_clusters else (low, middle)
     if best.max() + 1 > n_clusters:
-        best = merge_communities(latent, best, n_clusters, seed)
-    return best
+        return merge_communities(latent, best, n_clusters, seed)
+    restarts = (
+        leiden_communities(graph, best_resolution, seed + index) for index in range(1, n_restarts)
+    )
+    return most_distinct_partition(
+        latent, [best, *(codes for codes in restarts if codes.max() == best.max())]
+    )
 
 
 def merge_communities(
@@ -81,12 +128,15 @@ def merge_communities(
 
 
 def initial_partition(
-    method: MixtureInit, latent: np.ndarray, n_clusters: int, seed: int
+    method: MixtureInit, latent: np.ndarray, n_clusters: int, seed: int, n_restarts: int = 1
 ) -> np.ndarray:
-    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``."""
+    """Cluster codes ``0 … n-1`` of ``latent`` by ``method``, with ``n ≤ n_clusters``.
+
+    ``n_restarts`` are Leiden's (:func:`leiden_partition`); k-means always keeps the best of 10.
+    """
     if method == "kmeans":
         return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(latent)
-    return leiden_partition(latent, n_clusters, seed)
+    return leiden_partition(latent, n_clusters, seed, n_restarts)
 
 
 def input_principal_components(
