@@ -16,6 +16,8 @@ from scgmdvae.model._mixture_init import (
     condition_centred,
     free_component_guide,
     input_principal_components,
+    knn_graph,
+    leiden_communities,
     leiden_partition,
     novel_communities,
     unlabelled_communities,
@@ -240,6 +242,16 @@ def test_leiden_partition_finds_the_asked_number_of_well_separated_groups():
     codes = leiden_partition(latent, 5, seed=0)
     assert adjusted_rand_index(truth, codes) == 1.0
     assert leiden_partition(latent, 3, seed=0).max() + 1 <= 3
+
+
+def test_leiden_communities_are_reproducible_with_a_seed():
+    rng = np.random.default_rng(1)
+    latent = np.concatenate([c + rng.normal(size=(80, 3)) for c in 6 * rng.normal(size=(4, 3))])
+    graph = knn_graph(latent, seed=0)
+    assert graph.vcount() == 320 and not graph.is_directed()
+    first, again = (leiden_communities(graph, 0.5, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(np.unique(first), np.arange(first.max() + 1))
 
 
 def test_centring_the_conditions_lets_the_partition_span_them():
