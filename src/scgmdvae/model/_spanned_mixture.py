@@ -63,14 +63,7 @@ def assignment_entropy(latent: np.ndarray, components: np.ndarray) -> float:
 
     0 when every cell surely belongs to its own part; a partition that cuts one group of cells
     in two scores higher than one that separates two groups, since the cells along the cut
-    are unsure.
-
-    Parameters
-    ----------
-    latent
-        Cells × latent dimensions.
-    components
-        Component code ``0 … n−1`` of each cell, every code in use.
+    are unsure. Arguments as in :func:`component_probabilities`.
     """
     return float(entropy(component_probabilities(latent, components).T).mean())
 
