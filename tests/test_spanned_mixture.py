@@ -40,8 +40,8 @@ def test_assignment_entropy_is_the_mean_entropy_of_the_cells_assignments():
 
 def test_cutting_a_cloud_is_less_distinct_than_separating_two():
     latent, truth = _two_clouds()
-    # Two parts either way: the clouds, or the large cloud cut in two with the small one
-    # joined to one half. The cut leaves its cells unsure; the clouds' cells are sure.
+    # Two parts either way: the two clouds, or both clouds cut in halves along the second
+    # axis. The cut leaves the cells along it unsure; the clouds' cells are sure.
     cut = (latent[:, 1] > 0).astype(int)
     assert assignment_entropy(latent, truth) < 0.01 < 0.1 < assignment_entropy(latent, cut)
     np.testing.assert_array_equal(most_distinct_partition(latent, [cut, truth]), truth)
