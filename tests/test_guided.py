@@ -291,11 +291,12 @@ def test_without_a_condition_leiden_partitions_the_input_and_with_one_the_latent
     model = CGMDVAE(plain, n_clusters=3)
     model.train(max_epochs=1, mixture_init=None, enable_progress_bar=False)
     np.testing.assert_allclose(
-        model._unsupervised_partition_space("leiden"),
+        model._input_partition_space("leiden"),
         input_principal_components(plain.layers["counts"], log_normalise=True, seed=settings.seed),
     )
+    assert model._input_partition_space("kmeans") is None
     np.testing.assert_allclose(
-        model._unsupervised_partition_space("kmeans"), model._posterior_summaries(plain)["z"]
+        model._latent_partition_space(), model._posterior_summaries(plain)["z"]
     )
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     conditioned = CGMDVAE(adata, n_clusters=3)
@@ -303,8 +304,9 @@ def test_without_a_condition_leiden_partitions_the_input_and_with_one_the_latent
     codes = np.asarray(
         conditioned.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
     ).ravel()
+    assert conditioned._input_partition_space("leiden") is None
     np.testing.assert_allclose(
-        conditioned._unsupervised_partition_space("leiden"),
+        conditioned._latent_partition_space(),
         condition_centred(conditioned._posterior_summaries(adata)["z"], codes),
         rtol=1e-5,
         atol=1e-5,
