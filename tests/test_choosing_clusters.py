@@ -229,33 +229,44 @@ def test_combined_guide_sends_each_cell_to_its_groups_largest_component():
     assert n_observed == model.module.n_clusters == len(guide.categories)
 
 
-def test_choosing_k_checks_the_epochs_before_training():
+def test_choosing_k_checks_both_rounds_of_epochs_before_training():
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition")
     model = CGMDVAE(adata)
-    with pytest.raises(ValueError, match="add up to at most max_epochs=10"):
-        model.train(max_epochs=10, n_epochs_pretrain=6, n_epochs_guided=5)
+    with pytest.raises(ValueError, match="2 time"):
+        model.train(max_epochs=10, n_epochs_pretrain=4, n_epochs_guided=4)
     assert not model.is_trained_
 
 
 @pytest.mark.parametrize(
     ("n_clusters", "labels_key", "max_epochs", "schedule"),
     [
-        # K given or chosen: guided, free, settling phase, a third of the 20 epochs each (rest
-        # free)
-        (4, None, 30, (10, 6, 8, 6)),
-        (None, None, 30, (10, 6, 8, 6)),
-        # labels: guided and free phases, no vote
-        (6, "cluster", 30, (10, 10, 10, 0)),
+        # K given: guided, free, settling phase, a third of the 20 epochs each (rest free)
+        (4, None, 30, (10, [(14, 6)], 6)),
+        # K chosen: two rounds, then the settling phase, a fifth each
+        (None, None, 30, (10, [(8, 4), (8, 4)], 4)),
+        # labels: one round of guided and free phases, no vote
+        (6, "cluster", 30, (10, [(20, 10)], 0)),
         # too few epochs for every phase: the settling phase goes first
-        (4, None, 3, (1, 1, 1, 0)),
+        (4, None, 3, (1, [(2, 1)], 0)),
+        (None, None, 3, (1, [(1, 1), (1, 1)], 0)),
     ],
 )
 def test_phases_after_pretraining_share_the_epochs(n_clusters, labels_key, max_epochs, schedule):
     adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=2)
     CGMDVAE.setup_anndata(adata, layer="counts", condition_key="condition", labels_key=labels_key)
     model = CGMDVAE(adata, n_clusters=n_clusters)
-    assert model._mixture_init_schedule(max_epochs, None, None) == schedule
+    assert model._mixture_init_schedule(max_epochs, None, None, "leiden") == schedule
+
+
+def test_k_chosen_from_the_inputs_stable_partition_trains_as_with_k_given():
+    # Without a condition the partition is of the input's principal components, which training
+    # does not change: one round, as with K given, not the over-segmentation's two.
+    adata = scgmdvae.data.synthetic_blobs(n_cells_per_group=20, n_clusters=3, n_conditions=1)
+    CGMDVAE.setup_anndata(adata, layer="counts")
+    model = CGMDVAE(adata)
+    assert model._mixture_init_schedule(30, None, None, "leiden") == (10, [(14, 6)], 6)
+    assert model._mixture_init_schedule(30, None, None, "kmeans") == (10, [(8, 4), (8, 4)], 4)
 
 
 @pytest.mark.parametrize("n_clusters", [None, 4])

@@ -252,16 +252,14 @@ class GuidedTrainingMixin:
         """Pre-train, partition the cells by ``mixture_init``, train guided, freely, and settle.
 
         See :meth:`train`, of which this is the schedule for ``mixture_init`` not ``None``.
-        Without known components the free phase's result is read as a vote of the guide's
-        clusters (:func:`voted_components`), cut into connected pieces (and, when the model
-        chooses the number of clusters, combined where they overlap; :meth:`_combined_guide`),
-        and a settling phase is guided by it. With labels, pre-training and the free phase are
-        semi-supervised and the guide is
-        :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels, plus free
-        components for the communities that have too few labelled cells.
+        Without known components the last free phase's result is read as a vote of the guide's
+        clusters (:func:`voted_components`), cut into connected pieces, and a settling phase
+        is guided by it. With labels, pre-training and the free phase are semi-supervised and
+        the guide is :func:`~scgmdvae.model._mixture_init.free_component_guide`: the labels,
+        plus free components for the communities that have too few labelled cells.
         """
-        n_epochs_pretrain, n_epochs_guided, n_epochs_free, n_epochs_settle = (
-            self._mixture_init_schedule(max_epochs, n_epochs_pretrain, n_epochs_guided)
+        n_epochs_pretrain, rounds, n_epochs_settle = self._mixture_init_schedule(
+            max_epochs, n_epochs_pretrain, n_epochs_guided, mixture_init
         )
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = n_epochs_pretrain
@@ -273,33 +271,32 @@ class GuidedTrainingMixin:
             n_epochs_kl_warmup=min(n_epochs_kl_warmup, n_epochs_pretrain),
             **train_kwargs,
         )
-        unknown_components = self._first_free_component() == 0
-        input_space = self._input_partition_space(mixture_init) if unknown_components else None
-        guide, n_observed = self._initial_guide(mixture_init, input_space)
+        guide, n_observed = self._initial_guide(mixture_init)
         logger.info(
             "Initial %s partition: cluster sizes %s.",
             mixture_init,
             np.bincount(guide.codes),
         )
-        n_epochs_trained = self._train_on_guide(
-            INIT_GUIDE_KEY,
-            guide,
-            max_epochs=n_epochs_guided + n_epochs_free,
-            n_epochs_guided=n_epochs_guided,
-            n_epochs_kl_warmup=0,
-            guide_weight=None,
-            n_observed=n_observed,
-            stop_when_vote_settles=n_epochs_settle > 0,
-            **train_kwargs,
-        )
-        n_epochs_settle += n_epochs_guided + n_epochs_free - n_epochs_trained
+        for round_index, (n_epochs_round, n_epochs_round_guided) in enumerate(rounds):
+            if round_index > 0:
+                guide, n_observed = self._combined_guide(*self._free_phase_components())
+                self.module.keep_components(np.unique(guide.codes))
+            n_epochs_trained = self._train_on_guide(
+                INIT_GUIDE_KEY,
+                guide,
+                max_epochs=n_epochs_round,
+                n_epochs_guided=n_epochs_round_guided,
+                n_epochs_kl_warmup=0,
+                guide_weight=None,
+                n_observed=n_observed,
+                stop_when_vote_settles=n_epochs_settle > 0,
+                **train_kwargs,
+            )
+            n_epochs_settle += n_epochs_round - n_epochs_trained
         if n_epochs_settle:
             latent, components = self._free_phase_components()
             guide, n_observed = self._combined_guide(
-                latent,
-                voted_components(guide.codes, components),
-                min_entropy=MIN_PAIR_ENTROPY if self.chooses_n_clusters else np.inf,
-                input_space=input_space,
+                latent, voted_components(guide.codes, components), min_entropy=np.inf
             )
             self.module.keep_components(np.unique(guide.codes))
             logger.info("Settling phase: %d epochs.", n_epochs_settle)
@@ -320,40 +317,53 @@ class GuidedTrainingMixin:
         return summaries["z"], summaries["cluster_probs"].argmax(1)
 
     def _mixture_init_schedule(
-        self: CGMDVAE, max_epochs: int, n_epochs_pretrain: int | None, n_epochs_guided: int | None
-    ) -> tuple[int, int, int, int]:
-        """Epochs of pre-training, of the guided phase, of the free phase and of settling.
+        self: CGMDVAE,
+        max_epochs: int,
+        n_epochs_pretrain: int | None,
+        n_epochs_guided: int | None,
+        mixture_init: MixtureInit,
+    ) -> tuple[int, list[tuple[int, int]], int]:
+        """Pre-training epochs, the (epochs, guided epochs) of each round, the settling epochs.
 
-        Without known components, a settling phase follows the free phase, guided by its vote
-        (:func:`voted_components`). After pre-training the guided phase has
+        One round of guided and free training; two when the model chooses the number of
+        clusters from an over-segmentation of the latent space (:meth:`_initial_guide`), the
+        second guided by the components of the first combined
+        (:meth:`_combined_guide`), with the components no cell is guided to switched off
+        (:meth:`~scgmdvae.module.CGMDVAEModule.keep_components`). Without known components,
+        a settling phase follows, guided by the last free phase's vote
+        (:func:`voted_components`). After pre-training every guided phase has
         ``n_epochs_guided`` epochs, by default an equal share of the epochs; the settling phase
-        as many, or half of what the guided phase leaves if that is less; the free phase the
-        rest, at most (:class:`StopWhenVoteSettles` may end it earlier and add what it leaves
-        to the settling phase). A query's new components are guided for all of them.
+        as many, or half of what the other guided phases leave if that is less; the free
+        phases share the rest, at most (:class:`StopWhenVoteSettles` may end them earlier and
+        add what they leave to the settling phase). A query's new components are guided for all
+        of them.
         """
         if n_epochs_pretrain is None:
             n_epochs_pretrain = max(1, max_epochs // 3)
         remaining = max_epochs - n_epochs_pretrain
+        over_segments = self.chooses_n_clusters and not self._partitions_input(mixture_init)
+        n_rounds = 2 if over_segments and not self._maps_query else 1
         settles = self._first_free_component() == 0
         guided = n_epochs_guided
         if guided is None:
-            guided = remaining if self._maps_query else max(1, remaining // (2 + settles))
-        n_settle = max(0, min(guided, (remaining - guided) // 2)) if settles else 0
-        free = remaining - guided - n_settle
+            n_phases = 2 * n_rounds + settles
+            guided = remaining if self._maps_query else max(1, remaining // n_phases)
+        n_settle = max(0, min(guided, (remaining - n_rounds * guided) // 2)) if settles else 0
+        free = remaining - n_rounds * guided - n_settle
         if min(n_epochs_pretrain, guided) < 1 or free < 0:
             raise ValueError(
                 f"n_epochs_pretrain={n_epochs_pretrain} and n_epochs_guided={n_epochs_guided} "
-                "must each be at least 1 and add up to at most "
-                f"max_epochs={max_epochs}."
+                f"must each be at least 1, and n_epochs_pretrain plus {n_rounds} time(s) "
+                f"n_epochs_guided must add up to at most max_epochs={max_epochs}."
             )
-        return n_epochs_pretrain, guided, free, n_settle
+        frees = [free // n_rounds + (index < free % n_rounds) for index in range(n_rounds)]
+        return n_epochs_pretrain, [(guided + n_free, guided) for n_free in frees], n_settle
 
     def _combined_guide(
         self: CGMDVAE,
         latent: np.ndarray,
         components: np.ndarray,
         min_entropy: float = MIN_PAIR_ENTROPY,
-        input_space: np.ndarray | None = None,
     ) -> tuple[pd.Categorical, int]:
         """Each cell's group of the components in use, as a guide; the number of components.
 
@@ -364,17 +374,11 @@ class GuidedTrainingMixin:
         (:func:`component_probabilities`), while their split's entropy is at least
         ``min_entropy`` and down to at most ``n_clusters`` groups. Each group is guided to a
         component of its own (:func:`components_of_groups`).
-
-        The pieces' overlap is measured where the cells were partitioned: in ``input_space``
-        (:meth:`_input_partition_space`) if given, else in ``latent``. The trained latent space
-        separates what does not touch, but squeezes groups that the input's principal
-        components hold apart (on MNIST, neighbouring digits) into overlapping Gaussians.
         """
         n_clusters = self.module.n_clusters
         pieces = connected_pieces(latent, components)
-        space = latent if input_space is None else input_space
         group = combined_components(
-            component_probabilities(space, pieces), min_entropy, max_groups=n_clusters
+            component_probabilities(latent, pieces), min_entropy, max_groups=n_clusters
         )[pieces]
         guide = components_of_groups(components, group, n_clusters)[group]
         logger.info(
@@ -385,8 +389,8 @@ class GuidedTrainingMixin:
         )
         return pd.Categorical(guide, categories=range(n_clusters)), n_clusters
 
-    def _input_partition_space(self: CGMDVAE, mixture_init: MixtureInit) -> np.ndarray | None:
-        """Return the input's principal components where they are the partition space, else None.
+    def _partitions_input(self: CGMDVAE, mixture_init: MixtureInit) -> bool:
+        """Whether the cells are partitioned in the input's principal components.
 
         Leiden partitions the input's principal components
         (:func:`input_principal_components`, log-normalised counts for count likelihoods) when
@@ -394,15 +398,17 @@ class GuidedTrainingMixin:
         data are in memory: the input then holds nothing that the latent space removes, and its
         50 components separate groups that the 10 or so dimensions of ``z`` after pre-training
         blur (on MNIST, Leiden found the digits with accuracy 0.97 on the pixels' components and
-        0.77 on the latent means). Otherwise (``None``) the partition is of the latent means
+        0.77 on the latent means). Otherwise the partition is of the latent means
         (:meth:`_latent_partition_space`).
         """
         registered_covariates = self.summary_stats.n_batch > 1 or any(
             self.summary_stats.get(key, 0)
             for key in ("n_extra_categorical_covs", "n_extra_continuous_covs")
         )
-        if mixture_init != "leiden" or registered_covariates or self.adata.isbacked:
-            return None
+        return mixture_init == "leiden" and not registered_covariates and not self.adata.isbacked
+
+    def _input_partition_space(self: CGMDVAE) -> np.ndarray:
+        """Return the input's principal components (see :meth:`_partitions_input`)."""
         return input_principal_components(
             self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY),
             log_normalise=self.module.gene_likelihood in COUNT_LIKELIHOODS,
@@ -421,18 +427,20 @@ class GuidedTrainingMixin:
             return condition_centred(latent, np.asarray(conditions).ravel())
         return latent
 
-    def _initial_guide(
-        self: CGMDVAE, mixture_init: MixtureInit, input_space: np.ndarray | None
-    ) -> tuple[pd.Categorical, int]:
+    def _initial_guide(self: CGMDVAE, mixture_init: MixtureInit) -> tuple[pd.Categorical, int]:
         """Guide of the guided phase, from a partition of the cells; its observed codes.
 
-        Without known components (no labels, not a query), the partition itself, of
-        ``input_space`` (:meth:`_input_partition_space`) or, if ``None``, of
-        :meth:`_latent_partition_space`: the most distinct of ``LEIDEN_RESTARTS`` Leiden runs
+        Without known components (no labels, not a query), the partition itself, of the
+        input's principal components or the latent means (:meth:`_partitions_input`): the most
+        distinct of ``LEIDEN_RESTARTS`` Leiden runs
         (:func:`~scgmdvae.model._mixture_init.leiden_partition`) with ``n_clusters``
-        communities, or, when the model chooses ``K``, as many as the finest stable partition
-        has (:func:`~scgmdvae.model._cluster_count.stable_cluster_count`); its communities
-        become the components. Otherwise, partitioning the latent means,
+        communities; its communities become the components. When the model chooses the number
+        of clusters, that is the upper bound, an over-segmentation that training and the
+        combination of components reduce, except in the input's principal components: these do
+        not change in training, so there the partition has as many communities as the finest
+        partition of them that is stable under subsampling
+        (:func:`~scgmdvae.model._cluster_count.stable_cluster_count`).
+        Otherwise, partitioning the latent means,
         the labels, plus free components for the communities of unknown types: in a labelled
         model, communities with too few labelled cells, the other unlabelled cells unobserved
         (code ``n_clusters``); in a query with new components, communities whose cells are
@@ -442,9 +450,12 @@ class GuidedTrainingMixin:
         n_clusters, seed = self.module.n_clusters, settings.seed
         first_free = self._first_free_component()
         if first_free == 0:
-            space = self._latent_partition_space() if input_space is None else input_space
-            if self.chooses_n_clusters:
-                n_clusters = stable_cluster_count(space, n_clusters, seed)
+            if self._partitions_input(mixture_init):
+                space = self._input_partition_space()
+                if self.chooses_n_clusters:
+                    n_clusters = stable_cluster_count(space, n_clusters, seed)
+            else:
+                space = self._latent_partition_space()
             communities = initial_partition(
                 mixture_init, space, n_clusters, seed, n_restarts=LEIDEN_RESTARTS
             )

@@ -82,9 +82,8 @@ class CGMDVAE(
     n_clusters
         Number of mixture components ``K``. Defaults to the number of known labels when labels
         are registered. More clusters than labels are allowed: the extra ones are free. Without
-        labels, ``None`` lets the model choose, up to 30 components: it starts from the finest
-        Leiden partition whose every community is stable under subsampling, a global Dirichlet
-        on the mixture weights switches off the components the data do not need, and
+        labels, ``None`` lets the model choose: it starts from 30 components (an upper bound),
+        a global Dirichlet on the mixture weights switches off those the data do not need, and
         components whose cells cannot tell them apart are combined (:attr:`chooses_n_clusters`,
         :meth:`train`).
     n_latent
@@ -471,8 +470,8 @@ class CGMDVAE(
                communities of their kNN graph at the resolution that gives ``n_clusters``
                communities (or the most below it), or
                k-means with ``n_clusters`` clusters (VaDE's initialisation, :cite:p:`Jiang17`).
-               When the model chooses the number of clusters, the finest stable partition (below).
-               With labels, the
+               When the model chooses the number of clusters, this is an over-segmentation into up
+               to 30 communities, which the global Dirichlet then prunes. With labels, the
                communities with significantly fewer labelled cells than chance allows (a binomial
                test at family-wise level 0.01) are where the unlabelled types lie: their unlabelled
                cells go to the free components, the labelled cells keep their labels and the other
@@ -498,28 +497,30 @@ class CGMDVAE(
                that the kNN graph of the latent means connects (15 neighbours), and components
                no cell is guided to are switched off (``q(y=k|z,c) = 0``).
 
-            When the model chooses the number of clusters, the partition of step 2 is the
-            finest that is stable: Leiden's resolution is scanned upwards, each partition is
-            compared with Leiden's on three subsamples of 80% of the cells, and the partition
-            with the most communities whose every community has a mean best-match Jaccard
-            similarity of at least 0.6 is kept (Hennig 2007; as chooseR, Patterson-Cross et al.
-            2021; user guide), at most 30 communities. And the vote of step 5, cut into
-            connected pieces, is then combined where the pieces' cells overlap: one pair at a
-            time, the pair whose cells are least sure between the Gaussians that the two pieces'
-            cells span first, while the mean entropy of that split per cell of the pair is at
-            least 0.025 nats (Baudry et al.'s entropy criterion of combining components, per
-            cell), measured where the cells were partitioned (the input's principal components
-            or the latent means).
+            When the model chooses the number of clusters, phases 3 and 4 run twice. Between the
+            two rounds each cell's component at the end of the first free phase (not its vote) is
+            first cut into the pieces that the kNN graph of the latent means (15 neighbours)
+            connects within each component's cells, a piece of fewer than 15 cells joining the
+            piece most of its cells' neighbours belong to; then the pieces are combined where their
+            cells overlap in the latent space: one pair at a time, the pair whose cells are least
+            sure between the Gaussians that the two pieces' cells span first, while the mean
+            entropy of that split per cell of the pair is at least 0.025 nats (Baudry et al.'s
+            entropy criterion of combining components, per cell; user guide). The second round is
+            guided by the combined clusters, each to a component of its own (the one that holds
+            most of its cells, else one that holds none); every other component is switched off for
+            good, so that the second free phase can empty components but not open new ones. The
+            settling phase follows the second round.
         n_epochs_pretrain
             Epochs of pre-training with ``mixture_init``; defaults to a third of ``max_epochs``.
         n_epochs_guided
-            Epochs of the guided phase with ``mixture_init``; the settling phase has as many,
-            or half of the epochs that the guided phase leaves if that is less, and the free
-            phase the rest (and gives the settling phase what it leaves when the vote settles
-            first). By default the phases after pre-training share the epochs equally (a third
-            each without labels, a half with labels; all of them for a query with new
-            components, see :meth:`load_query_data`). ``n_epochs_pretrain`` plus
-            ``n_epochs_guided`` may not exceed ``max_epochs``.
+            Epochs of each guided phase with ``mixture_init``; the settling phase has as many,
+            or half of the epochs that the other guided phases leave if that is less, and the
+            free phases share the rest (and give the settling phase what they leave when the
+            vote settles first). By default the phases after pre-training share the
+            epochs equally (a third each with ``n_clusters`` given, a fifth when the model
+            chooses it, a half with labels; all of them for a query with new components, see
+            :meth:`load_query_data`). ``n_epochs_pretrain`` plus ``n_epochs_guided`` per round
+            may not exceed ``max_epochs``.
         lr
             Learning rate of Adam.
         batch_size
